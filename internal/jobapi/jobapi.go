@@ -1,0 +1,110 @@
+// Package jobapi is agentry-server's user-facing job API, an agentry extension
+// beside the Azure-compatible routes: queue a job, read its state and its log.
+// The types are the JSON of the routes under /_apis/agentry; Client calls them.
+package jobapi
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/agentry-dev/agentry/internal/pipelines"
+)
+
+// Task names a step may use. CmdLine@2 is the default.
+const (
+	TaskCmdLine = "CmdLine@2"
+	TaskBash    = "Bash@3"
+)
+
+// Step is one inline script step.
+type Step struct {
+	DisplayName string `json:"displayName,omitempty"`
+	// Task is CmdLine@2 (default) or Bash@3.
+	Task   string `json:"task,omitempty"`
+	Script string `json:"script"`
+}
+
+// JobSpec is what a user queues.
+type JobSpec struct {
+	Pool             string                             `json:"pool"`
+	Name             string                             `json:"name,omitempty"`
+	Steps            []Step                             `json:"steps"`
+	Demands          []string                           `json:"demands,omitempty"`
+	Variables        map[string]pipelines.VariableValue `json:"variables,omitempty"`
+	TimeoutInMinutes int                                `json:"timeoutInMinutes,omitempty"`
+}
+
+// Job states.
+const (
+	StateQueued    = "queued"    // waiting for an agent
+	StateAssigned  = "assigned"  // delivered to an agent, not yet started
+	StateRunning   = "running"   // the agent renewed its lock and is running steps
+	StateCompleted = "completed" // finished; Result says how
+)
+
+// Job is a queued job as the server reports it. ID is the job request id.
+type Job struct {
+	ID         int64                `json:"id"`
+	JobID      string               `json:"jobId"`
+	Pool       string               `json:"pool"`
+	PoolID     int                  `json:"poolId"`
+	Name       string               `json:"name"`
+	State      string               `json:"state"`
+	Result     pipelines.TaskResult `json:"result,omitempty"`
+	Demands    []string             `json:"demands,omitempty"`
+	QueueTime  *time.Time           `json:"queueTime,omitempty"`
+	AssignTime *time.Time           `json:"assignTime,omitempty"`
+	StartTime  *time.Time           `json:"startTime,omitempty"`
+	FinishTime *time.Time           `json:"finishTime,omitempty"`
+	AgentID    int                  `json:"agentId,omitempty"`
+	AgentName  string               `json:"agentName,omitempty"`
+}
+
+// Routes of the job API.
+const (
+	JobsPath = "/_apis/agentry/jobs"
+)
+
+// Client calls the job API with an admin token.
+type Client struct {
+	*pipelines.Client
+}
+
+// QueueJob queues a job and returns it as stored.
+func (c Client) QueueJob(ctx context.Context, spec JobSpec) (*Job, error) {
+	var j Job
+	_, err := c.Do(ctx, http.MethodPost, JobsPath, nil, spec, &j)
+	return &j, err
+}
+
+// GetJob reads one job.
+func (c Client) GetJob(ctx context.Context, id int64) (*Job, error) {
+	var j Job
+	_, err := c.Do(ctx, http.MethodGet, JobsPath+"/"+strconv.FormatInt(id, 10), nil, nil, &j)
+	return &j, err
+}
+
+// ListJobs lists jobs, optionally of one pool and in one state.
+func (c Client) ListJobs(ctx context.Context, pool, state string) ([]Job, error) {
+	q := url.Values{}
+	if pool != "" {
+		q.Set("pool", pool)
+	}
+	if state != "" {
+		q.Set("state", state)
+	}
+	var l pipelines.List[Job]
+	_, err := c.Do(ctx, http.MethodGet, JobsPath, q, nil, &l)
+	return l.Value, err
+}
+
+// JobLog returns the job's stored log as text.
+func (c Client) JobLog(ctx context.Context, id int64) (string, error) {
+	var buf bytes.Buffer
+	_, err := c.Do(ctx, http.MethodGet, JobsPath+"/"+strconv.FormatInt(id, 10)+"/log", nil, nil, &buf)
+	return buf.String(), err
+}
