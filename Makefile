@@ -52,12 +52,17 @@ unit: ## Run the tests that need no cluster (fast).
 	$(GO) test $(GOTEST_FLAGS) ./internal/... ./cmd/...
 
 .PHONY: e2e
-e2e: ## Run the end-to-end suite on a small real cluster with the process-backed node.
-	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) test $(GOTEST_FLAGS) -v -run . ./test/e2e/...
+e2e: tools ## Run the end-to-end suite on a small real cluster with the process-backed node.
+	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) test $(GOTEST_FLAGS) -v ./test/e2e/...
 
 .PHONY: test
 test: tools verify-generated vet build ## Everything CI runs: tools, generated-file check, vet, build, all tests incl. envtest and e2e.
-	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) test $(GOTEST_FLAGS) ./...
+	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) test $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v /test/e2e)
+	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) test $(GOTEST_FLAGS) -v ./test/e2e/...
+
+.PHONY: demo
+demo: tools ## Run agentry locally: cluster, server, operator, sample pool, three sample jobs; then tear down.
+	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) run ./hack/demo
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 10s).

@@ -1,0 +1,245 @@
+// Package store is agentry-server's state: pools, agents, listener tokens,
+// sessions, job requests, agent messages and what agents report about a job
+// (timeline records, feed lines, logs).
+//
+// Store is the seam between the HTTP server and the storage engine. Every
+// method is keyed by ids, takes and returns plain values (never a pointer into
+// the store's own memory), and is atomic on its own: the methods that decide
+// something under concurrency (AssignJob, NextMessage, DeleteAgent,
+// FinishJob, CreateSession) are compare-and-set operations that map onto one
+// SQL transaction each. Memory is the in-process implementation; a durable
+// SQLite one will implement the same interface and pass the same conformance
+// suite (package storetest).
+//
+// Tokens are stored only as hashes (see the server's hashToken). The one
+// exception is a job message waiting for its agent to acknowledge it: its
+// body carries the job token until the agent deletes the message.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/agentry-dev/agentry/internal/agentcrypto"
+	"github.com/agentry-dev/agentry/internal/jobapi"
+	"github.com/agentry-dev/agentry/internal/pipelines"
+)
+
+// Errors a Store returns; callers classify with errors.Is.
+var (
+	// ErrNotFound: no object with that id (or key).
+	ErrNotFound = errors.New("not found")
+	// ErrExists: an object with that name already exists.
+	ErrExists = errors.New("already exists")
+	// ErrConflict: the object is not in the state the operation needs (a job
+	// already taken or finished, an agent's live session).
+	ErrConflict = errors.New("conflict")
+	// ErrTooLarge: the operation would exceed a per-job limit.
+	ErrTooLarge = errors.New("limit exceeded")
+)
+
+// Limits every Store enforces per job.
+const (
+	MaxTimelineRecords = 1000
+	MaxFeedLines       = 100_000
+	MaxLogsPerJob      = 1000
+	MaxLogBytesPerJob  = 256 << 20
+)
+
+// Pool is an agent pool.
+type Pool struct {
+	ID        int
+	Name      string
+	CreatedOn time.Time
+}
+
+// Agent is a registered agent.
+type Agent struct {
+	ID                 int
+	PoolID             int
+	Name               string
+	Version            string
+	OSDescription      string
+	Enabled            bool
+	MaxParallelism     int
+	ProvisioningState  string
+	ClientID           string
+	AuthorizationURL   string
+	PublicKey          agentcrypto.PublicKey
+	SystemCapabilities map[string]string
+	UserCapabilities   map[string]string
+	CreatedOn          time.Time
+	// RequestID is the job request the agent took, 0 if none. An agent
+	// takes at most one job in its life.
+	RequestID int64
+}
+
+// ListenerToken is an agent's listener OAuth token, by hash.
+type ListenerToken struct {
+	Hash      string
+	AgentID   int
+	ExpiresAt time.Time
+}
+
+// Session is an agent's listener session and its AES-256 session key.
+type Session struct {
+	ID                string
+	AgentID           int
+	PoolID            int
+	OwnerName         string
+	Key               []byte
+	UseFipsEncryption bool
+	CreatedOn         time.Time
+	// LastSeen is the last time the agent used the session; a session not
+	// seen for the server's idle timeout may be replaced by a new one.
+	LastSeen time.Time
+}
+
+// Job is a job request and its lifecycle. Zero times are unset.
+type Job struct {
+	RequestID  int64
+	PoolID     int
+	PoolName   string
+	JobID      string
+	PlanID     string
+	TimelineID string
+	Name       string
+	Spec       jobapi.JobSpec
+	QueueTime  time.Time
+	// AssignTime is when the job was handed to an agent, ReceiveTime when the
+	// agent first received it in a message, StartTime when it first renewed
+	// its lock.
+	AssignTime  time.Time
+	ReceiveTime time.Time
+	StartTime   time.Time
+	FinishTime  time.Time
+	LockedUntil time.Time
+	// Result is set exactly when FinishTime is.
+	Result    pipelines.TaskResult
+	AgentID   int
+	AgentName string
+	// TokenHash is the hash of the job token, set on assignment.
+	TokenHash string
+}
+
+// Finished reports whether the job has a result.
+func (j Job) Finished() bool { return !j.FinishTime.IsZero() }
+
+// Message is one message in an agent's queue. Body is plain JSON; the server
+// encrypts it with the current session key each time it delivers it.
+type Message struct {
+	ID      int64
+	AgentID int
+	Type    string
+	Body    []byte
+	// RequestID is the job the message carries, 0 if none.
+	RequestID int64
+}
+
+// Assignment hands a queued job to an agent together with the message that
+// carries it.
+type Assignment struct {
+	RequestID   int64
+	AgentID     int
+	TokenHash   string
+	LockedUntil time.Time
+	MessageType string
+	MessageBody []byte
+	Now         time.Time
+}
+
+// AgentDeletion says what deleting an agent did to the job it held.
+type AgentDeletion struct {
+	// Requeued is the job that went back to the queue because the agent had
+	// never received it; Abandoned the one it had received and not finished.
+	Requeued  int64
+	Abandoned int64
+}
+
+// JobFilter selects jobs; zero fields select all.
+type JobFilter struct {
+	PoolID int
+}
+
+// Store is agentry-server's state. See the package comment for its rules.
+type Store interface {
+	// CreatePool adds a pool; ErrExists if the name (any case) is taken.
+	CreatePool(ctx context.Context, name string, now time.Time) (Pool, error)
+	GetPool(ctx context.Context, id int) (Pool, error)
+	// ListPools returns all pools by id.
+	ListPools(ctx context.Context) ([]Pool, error)
+
+	// CreateAgent adds an agent and assigns its ID; ErrExists if the pool
+	// has an agent of that name (any case); ErrNotFound if the pool is gone.
+	CreateAgent(ctx context.Context, a Agent) (Agent, error)
+	// ReplaceAgent overwrites an agent's registration (name, version, key,
+	// capabilities, ...). ID, PoolID, ClientID, AuthorizationURL, CreatedOn
+	// and RequestID are kept from the stored agent.
+	ReplaceAgent(ctx context.Context, a Agent) (Agent, error)
+	// SetSystemCapabilities replaces an agent's system capabilities.
+	SetSystemCapabilities(ctx context.Context, agentID int, caps map[string]string) error
+	GetAgent(ctx context.Context, id int) (Agent, error)
+	GetAgentByClientID(ctx context.Context, clientID string) (Agent, error)
+	// ListAgents returns a pool's agents by id.
+	ListAgents(ctx context.Context, poolID int) ([]Agent, error)
+	// DeleteAgent removes an agent with its tokens, sessions and messages. A
+	// job it received and had not finished becomes abandoned; one it was
+	// assigned but never received goes back to the queue.
+	DeleteAgent(ctx context.Context, id int, now time.Time) (AgentDeletion, error)
+
+	PutListenerToken(ctx context.Context, t ListenerToken) error
+	GetListenerToken(ctx context.Context, hash string) (ListenerToken, error)
+	// DeleteListenerTokens revokes every listener token of an agent.
+	DeleteListenerTokens(ctx context.Context, agentID int) error
+
+	// CreateSession opens a session. ErrConflict if the agent has another
+	// session last seen at or after staleBefore; older ones are replaced.
+	CreateSession(ctx context.Context, s Session, staleBefore time.Time) (Session, error)
+	GetSession(ctx context.Context, id string) (Session, error)
+	// GetAgentSession returns the agent's session, if it has one.
+	GetAgentSession(ctx context.Context, agentID int) (Session, error)
+	TouchSession(ctx context.Context, id string, now time.Time) error
+	DeleteSession(ctx context.Context, id string) error
+
+	// CreateJob queues a job and assigns its RequestID; ErrNotFound if the
+	// pool is gone.
+	CreateJob(ctx context.Context, j Job) (Job, error)
+	GetJob(ctx context.Context, requestID int64) (Job, error)
+	GetJobByTokenHash(ctx context.Context, hash string) (Job, error)
+	// ListJobs returns jobs by RequestID.
+	ListJobs(ctx context.Context, f JobFilter) ([]Job, error)
+	// AssignJob hands a queued job to an agent and queues the message that
+	// carries it, atomically. ErrConflict if the job is no longer queued or
+	// the agent already took a job.
+	AssignJob(ctx context.Context, a Assignment) (Job, error)
+	// RenewJob extends the lock of a job assigned to agentID and records its
+	// start the first time. A finished job is returned unchanged. ErrNotFound
+	// if the job is not this agent's.
+	RenewJob(ctx context.Context, requestID int64, agentID int, lockedUntil, now time.Time) (Job, error)
+	// FinishJob sets a job's result. ErrConflict (with the stored job) if it
+	// had already finished.
+	FinishJob(ctx context.Context, requestID int64, result pipelines.TaskResult, now time.Time) (Job, error)
+
+	// NextMessage returns the agent's oldest message not yet deleted, and
+	// marks the job it carries as received. ErrNotFound when there is none.
+	NextMessage(ctx context.Context, agentID int, now time.Time) (Message, error)
+	// DeleteMessage acknowledges a message; deleting a missing one is not
+	// an error.
+	DeleteMessage(ctx context.Context, agentID int, messageID int64) error
+
+	// UpdateTimelineRecords merges records into the job's timeline (see
+	// MergeTimelineRecord) and returns them as stored.
+	UpdateTimelineRecords(ctx context.Context, requestID int64, records []pipelines.TimelineRecord, now time.Time) ([]pipelines.TimelineRecord, error)
+	ListTimelineRecords(ctx context.Context, requestID int64) ([]pipelines.TimelineRecord, error)
+	// AppendFeed keeps live console lines; lines past MaxFeedLines are dropped.
+	AppendFeed(ctx context.Context, requestID int64, lines []string) error
+	// CreateLog creates an empty log; ids count from 1 per job.
+	CreateLog(ctx context.Context, requestID int64, path string, now time.Time) (pipelines.TaskLog, error)
+	// AppendLog appends to a log; ErrNotFound if the log does not exist,
+	// ErrTooLarge past MaxLogBytesPerJob.
+	AppendLog(ctx context.Context, requestID int64, logID int, data []byte, now time.Time) (pipelines.TaskLog, error)
+	// JobLog is the job's log for users: the uploaded logs in the order they
+	// were created or, while there are none, the feed lines.
+	JobLog(ctx context.Context, requestID int64) ([]byte, error)
+}
