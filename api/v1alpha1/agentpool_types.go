@@ -81,12 +81,16 @@ type AgentPoolSpec struct {
 // AgentCounts counts a pool's live agents by what they are doing.
 type AgentCounts struct {
 	// Starting agents are not yet registered or their pod is not yet running.
+	// +optional
 	Starting int32 `json:"starting"`
 	// Idle agents run and have no job yet.
+	// +optional
 	Idle int32 `json:"idle"`
 	// Busy agents run a job.
+	// +optional
 	Busy int32 `json:"busy"`
 	// Total is starting + idle + busy.
+	// +optional
 	Total int32 `json:"total"`
 }
 

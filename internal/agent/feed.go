@@ -9,19 +9,25 @@ import (
 // MaxFeedLines is the most lines one feed call carries.
 const MaxFeedLines = 100
 
+// MaxFeedBytes bounds the text of one feed call, well under the 1 MiB a
+// server may accept as a JSON body.
+const MaxFeedBytes = 256 << 10
+
 // maxFeedBacklog bounds the lines held for the live view while the server is
 // slow; older lines are dropped (the uploaded log still has them).
 const maxFeedBacklog = 10 * MaxFeedLines
 
 // FeedBatches splits lines, the first of which is line number first (1-based),
-// into feed calls of at most max lines each.
-func FeedBatches(stepID string, first int64, lines []string, max int) []pipelines.TimelineRecordFeedLines {
-	if max <= 0 {
-		max = MaxFeedLines
-	}
+// into feed calls of at most MaxFeedLines lines and, unless a single line is
+// longer, MaxFeedBytes of text each.
+func FeedBatches(stepID string, first int64, lines []string) []pipelines.TimelineRecordFeedLines {
 	var out []pipelines.TimelineRecordFeedLines
 	for len(lines) > 0 {
-		n := min(max, len(lines))
+		n, size := 0, 0
+		for n < len(lines) && n < MaxFeedLines && (n == 0 || size+len(lines[n]) <= MaxFeedBytes) {
+			size += len(lines[n])
+			n++
+		}
 		start := first
 		out = append(out, pipelines.TimelineRecordFeedLines{Count: n, Value: lines[:n:n], StepID: stepID, StartLine: &start})
 		lines = lines[n:]

@@ -25,7 +25,8 @@ func Backoff(attempt int, jitter float64) time.Duration {
 // Transient reports whether a failed call is worth repeating: the server
 // was not reached, or answered that it is busy or broken right now.
 func Transient(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) {
+	var p permanentError
+	if err == nil || errors.Is(err, context.Canceled) || errors.As(err, &p) {
 		return false
 	}
 	var e *pipelines.Error

@@ -160,6 +160,8 @@ type AgentDeletion struct {
 // JobFilter selects jobs; zero fields select all.
 type JobFilter struct {
 	PoolID int
+	// Queued selects only jobs neither assigned nor finished.
+	Queued bool
 }
 
 // Store is agentry-server's state. See the package comment for its rules.
@@ -188,7 +190,9 @@ type Store interface {
 	// assigned but never received goes back to the queue.
 	DeleteAgent(ctx context.Context, id int, now time.Time) (AgentDeletion, error)
 
-	PutListenerToken(ctx context.Context, t ListenerToken) error
+	// PutListenerToken stores a token and drops the agent's tokens that
+	// expired before now.
+	PutListenerToken(ctx context.Context, t ListenerToken, now time.Time) error
 	GetListenerToken(ctx context.Context, hash string) (ListenerToken, error)
 	// DeleteListenerTokens revokes every listener token of an agent.
 	DeleteListenerTokens(ctx context.Context, agentID int) error

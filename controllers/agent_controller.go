@@ -1,0 +1,544 @@
+package controllers
+
+import (
+	"context"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	agentryv1 "github.com/agentry-dev/agentry/api/v1alpha1"
+	"github.com/agentry-dev/agentry/internal/agentcrypto"
+	"github.com/agentry-dev/agentry/internal/pipelines"
+)
+
+const (
+	// AgentVersion is the agent version registered for every agent; demands
+	// such as "Agent.Version -gtVersion 2.182.1" are matched against it.
+	AgentVersion = "3.240.0"
+	// workFolder is the work folder written into .agent.
+	workFolder = "_work"
+	// reasonRegistrationFailed is the Registered condition's reason after a
+	// failed attempt, which may have left a registration behind.
+	reasonRegistrationFailed = "RegistrationFailed"
+	// poolWaitInterval is how long to wait for a pool that is missing or not
+	// yet resolved on its server.
+	poolWaitInterval = 5 * time.Second
+)
+
+// AgentReconciler registers an Agent with its server, writes its Secret,
+// runs its pod, and deregisters and removes it once the pod has ended.
+type AgentReconciler struct {
+	client.Client
+	// APIReader reads without the cache: Secrets, which are not cached, and a
+	// pod the cache does not show yet.
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	Connect   Connector
+}
+
+// SetupWithManager registers the reconciler.
+func (r *AgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&agentryv1.Agent{}).
+		Owns(&corev1.Pod{}).
+		Named("agent").
+		// Registration makes an RSA key, which takes a while; a burst of
+		// agents should not wait for each other.
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		Complete(r)
+}
+
+// Reconcile moves an Agent one step through its life.
+func (r *AgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	agent := &agentryv1.Agent{}
+	if err := r.Get(ctx, req.NamespacedName, agent); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !agent.DeletionTimestamp.IsZero() {
+		return r.reconcileDelete(ctx, agent)
+	}
+	if !controllerutil.ContainsFinalizer(agent, agentryv1.DeregisterFinalizer) {
+		patch := client.MergeFrom(agent.DeepCopy())
+		controllerutil.AddFinalizer(agent, agentryv1.DeregisterFinalizer)
+		if err := r.Patch(ctx, agent, patch); err != nil {
+			return ctrl.Result{}, fmt.Errorf("adding finalizer: %w", err)
+		}
+	}
+
+	before := agent.DeepCopy()
+	if agent.Status.Phase == "" {
+		agent.Status.Phase = agentryv1.AgentPending
+	}
+	result, err := r.reconcileNormal(ctx, agent, before)
+	if perr := r.patchStatus(ctx, agent, before); perr != nil && err == nil {
+		err = perr
+	}
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	return result, nil
+}
+
+func (r *AgentReconciler) reconcileNormal(ctx context.Context, agent, before *agentryv1.Agent) (ctrl.Result, error) {
+	if agent.Status.Phase.Finished() {
+		return ctrl.Result{}, r.finish(ctx, agent, before)
+	}
+	pod := &corev1.Pod{}
+	podFound, err := r.getPod(ctx, agent, pod)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if podFound {
+		return r.observePod(ctx, agent, before, pod)
+	}
+	if agent.Status.PodName != "" {
+		// The pod existed and is gone: whoever removed it also took the job.
+		setFinished(agent, agentryv1.AgentFailed)
+		r.Recorder.Eventf(agent, nil, corev1.EventTypeWarning, "PodDeleted", "Finish", "The agent's pod was deleted before it ended")
+		return ctrl.Result{}, r.finish(ctx, agent, before)
+	}
+
+	pool := &agentryv1.AgentPool{}
+	if err := r.Get(ctx, client.ObjectKey{Namespace: agent.Namespace, Name: agent.Spec.PoolName}, pool); err != nil {
+		if apierrors.IsNotFound(err) {
+			ctrl.LoggerFrom(ctx).Info("Waiting for the agent's pool", "pool", agent.Spec.PoolName)
+			return ctrl.Result{RequeueAfter: poolWaitInterval}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	if !pool.DeletionTimestamp.IsZero() {
+		// The pool deletes its agents; starting this one would be wasted.
+		return ctrl.Result{}, nil
+	}
+
+	registered, err := r.hasCredentials(ctx, agent)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if !registered {
+		if result, err := r.register(ctx, agent, pool); err != nil || !result.IsZero() {
+			return result, err
+		}
+		// Record the registration before the pod exists: a pod must never
+		// mount a Secret that a later reconcile could rewrite with a new key.
+		if err := r.patchStatus(ctx, agent, before); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	return ctrl.Result{}, r.createPod(ctx, agent, pool)
+}
+
+// getPod finds the agent's pod, asking the API server when the cache does
+// not know it but the status says it was created (the cache may lag).
+func (r *AgentReconciler) getPod(ctx context.Context, agent *agentryv1.Agent, pod *corev1.Pod) (bool, error) {
+	key := client.ObjectKey{Namespace: agent.Namespace, Name: agent.Name}
+	err := r.Get(ctx, key, pod)
+	if apierrors.IsNotFound(err) && agent.Status.PodName != "" {
+		err = r.APIReader.Get(ctx, key, pod)
+	}
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading pod: %w", err)
+	}
+	if !metav1.IsControlledBy(pod, agent) {
+		return false, reconcile.TerminalError(fmt.Errorf("pod %s exists and does not belong to this agent", pod.Name))
+	}
+	return true, nil
+}
+
+// observePod follows the pod's phase and finishes the agent once it ended.
+func (r *AgentReconciler) observePod(ctx context.Context, agent, before *agentryv1.Agent, pod *corev1.Pod) (ctrl.Result, error) {
+	agent.Status.PodName = pod.Name
+	switch pod.Status.Phase {
+	case corev1.PodSucceeded:
+		setFinished(agent, agentryv1.AgentSucceeded)
+		return ctrl.Result{}, r.finish(ctx, agent, before)
+	case corev1.PodFailed:
+		setFinished(agent, agentryv1.AgentFailed)
+		r.Recorder.Eventf(agent, pod, corev1.EventTypeWarning, "PodFailed", "Finish", "The agent's pod failed %s", pod.Status.Reason)
+		return ctrl.Result{}, r.finish(ctx, agent, before)
+	case corev1.PodRunning:
+		agent.Status.Phase = agentryv1.AgentRunning
+		if agent.Status.StartTime == nil {
+			agent.Status.StartTime = pod.Status.StartTime
+			if agent.Status.StartTime == nil {
+				agent.Status.StartTime = ptrTo(metav1.Now())
+			}
+		}
+	default:
+		if agent.Status.AgentID != 0 {
+			agent.Status.Phase = agentryv1.AgentRegistered
+		}
+	}
+	return ctrl.Result{}, nil
+}
+
+// hasCredentials reports whether the agent is registered and its Secret,
+// which holds the only copy of its private key, exists.
+func (r *AgentReconciler) hasCredentials(ctx context.Context, agent *agentryv1.Agent) (bool, error) {
+	if agent.Status.AgentID == 0 || agent.Status.SecretName == "" {
+		return false, nil
+	}
+	var secret corev1.Secret
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: agent.Namespace, Name: agent.Status.SecretName}, &secret)
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// register registers the agent with a fresh key and writes its Secret.
+func (r *AgentReconciler) register(ctx context.Context, agent *agentryv1.Agent, pool *agentryv1.AgentPool) (ctrl.Result, error) {
+	log := ctrl.LoggerFrom(ctx)
+	server, err := serverFor(ctx, r.APIReader, r.Connect, pool)
+	if err != nil {
+		return r.registrationFailed(agent, err)
+	}
+	poolID := int(pool.Status.PoolID)
+	if poolID == 0 {
+		p, err := server.GetPoolByName(ctx, pool.Spec.Server.PoolName)
+		if err != nil {
+			return r.registrationFailed(agent, err)
+		}
+		poolID = p.ID
+	}
+
+	key, err := agentcrypto.GenerateKey()
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	log.Info("Registering the agent", "poolId", poolID)
+	registration, err := registerAgent(ctx, server, poolID, agent.Name, key, pool.Spec.Capabilities)
+	if err != nil {
+		return r.registrationFailed(agent, err)
+	}
+	files := pipelines.AgentFiles{
+		Settings: pipelines.AgentSettings{
+			AgentID:    registration.ID,
+			AgentName:  registration.Name,
+			PoolID:     poolID,
+			PoolName:   pool.Spec.Server.PoolName,
+			ServerURL:  pool.Spec.Server.URL,
+			WorkFolder: workFolder,
+			Ephemeral:  true,
+		},
+		Credentials: pipelines.Credentials{
+			Scheme: "OAuth",
+			Data: pipelines.CredentialData{
+				ClientID:         registration.Authorization.ClientID,
+				AuthorizationURL: registration.Authorization.AuthorizationURL,
+			},
+		},
+		Key: agentcrypto.ParametersOf(key),
+	}
+	if err := r.writeSecret(ctx, agent, files); err != nil {
+		return ctrl.Result{}, err
+	}
+
+	agent.Status.AgentID = int32(registration.ID)
+	agent.Status.PoolID = int32(poolID)
+	agent.Status.SecretName = agent.Name
+	agent.Status.Phase = agentryv1.AgentRegistered
+	meta.SetStatusCondition(&agent.Status.Conditions, metav1.Condition{
+		Type: agentryv1.AgentRegisteredCondition, Status: metav1.ConditionTrue, Reason: "Registered",
+		Message: fmt.Sprintf("Registered as agent %d in pool %d", registration.ID, poolID), ObservedGeneration: agent.Generation,
+	})
+	r.Recorder.Eventf(agent, nil, corev1.EventTypeNormal, "Registered", "Register",
+		"Registered as agent %d in server pool %q", registration.ID, pool.Spec.Server.PoolName)
+	return ctrl.Result{}, nil
+}
+
+// registerAgent registers name with key's public half. An agent of that name
+// that already exists is ours from a reconcile that did not get to record it
+// (the operator stopped in between); it is replaced, so there is never more
+// than one registration per Agent.
+func registerAgent(ctx context.Context, server Server, poolID int, name string, key *rsa.PrivateKey, capabilities map[string]string) (*pipelines.TaskAgent, error) {
+	pub := agentcrypto.PublicKeyOf(&key.PublicKey)
+	want := pipelines.TaskAgent{
+		Name:              name,
+		Version:           AgentVersion,
+		MaxParallelism:    1,
+		ProvisioningState: "Provisioned",
+		Authorization:     &pipelines.TaskAgentAuthorization{PublicKey: &pub},
+		UserCapabilities:  capabilities,
+	}
+	existing, err := server.ListAgents(ctx, poolID, name)
+	if err != nil {
+		return nil, fmt.Errorf("looking up agent %q: %w", name, err)
+	}
+	var got *pipelines.TaskAgent
+	for _, a := range existing {
+		if strings.EqualFold(a.Name, name) && a.ID != 0 {
+			want.ID = a.ID
+			break
+		}
+	}
+	if want.ID != 0 {
+		got, err = server.ReplaceAgent(ctx, poolID, want)
+		if pipelines.StatusCode(err) == 404 {
+			want.ID = 0
+			got, err = server.AddAgent(ctx, poolID, want)
+		}
+	} else {
+		got, err = server.AddAgent(ctx, poolID, want)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("registering agent %q: %w", name, err)
+	}
+	if got.ID == 0 || got.Authorization == nil || got.Authorization.ClientID == "" || got.Authorization.AuthorizationURL == "" {
+		return nil, fmt.Errorf("registering agent %q: the server answered without an id, client id or authorization URL", name)
+	}
+	return got, nil
+}
+
+func (r *AgentReconciler) registrationFailed(agent *agentryv1.Agent, err error) (ctrl.Result, error) {
+	meta.SetStatusCondition(&agent.Status.Conditions, metav1.Condition{
+		Type: agentryv1.AgentRegisteredCondition, Status: metav1.ConditionFalse, Reason: reasonRegistrationFailed,
+		Message: err.Error(), ObservedGeneration: agent.Generation,
+	})
+	r.Recorder.Eventf(agent, nil, corev1.EventTypeWarning, "RegistrationFailed", "Register", "Registration failed: %s", err.Error())
+	if errors.Is(err, errNoCredentials) {
+		// The pool reports the missing Secret too; try again later.
+		return ctrl.Result{RequeueAfter: serverRetryInterval}, nil
+	}
+	return ctrl.Result{}, err
+}
+
+// writeSecret writes the agent's three files into its Secret, replacing what
+// an earlier, unrecorded registration may have left there.
+func (r *AgentReconciler) writeSecret(ctx context.Context, agent *agentryv1.Agent, files pipelines.AgentFiles) error {
+	data, err := files.Marshal()
+	if err != nil {
+		return err
+	}
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: agent.Name, Namespace: agent.Namespace, Labels: agentLabels(agent)},
+		Type:       corev1.SecretTypeOpaque,
+		Data:       data,
+	}
+	if err := controllerutil.SetControllerReference(agent, secret, r.Scheme()); err != nil {
+		return err
+	}
+	err = r.Create(ctx, secret)
+	if !apierrors.IsAlreadyExists(err) {
+		return wrapErr("creating secret", err)
+	}
+	var existing corev1.Secret
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(secret), &existing); err != nil {
+		return fmt.Errorf("reading secret: %w", err)
+	}
+	if !metav1.IsControlledBy(&existing, agent) {
+		return reconcile.TerminalError(fmt.Errorf("secret %s exists and does not belong to this agent", secret.Name))
+	}
+	patch := client.MergeFrom(existing.DeepCopy())
+	existing.Data = data
+	return wrapErr("updating secret", r.Patch(ctx, &existing, patch))
+}
+
+func (r *AgentReconciler) createPod(ctx context.Context, agent *agentryv1.Agent, pool *agentryv1.AgentPool) error {
+	pod, err := agentPod(&pool.Spec.Template, agent)
+	if err != nil {
+		return reconcile.TerminalError(err)
+	}
+	if err := controllerutil.SetControllerReference(agent, pod, r.Scheme()); err != nil {
+		return err
+	}
+	switch err := r.Create(ctx, pod); {
+	case err == nil:
+		r.Recorder.Eventf(agent, pod, corev1.EventTypeNormal, "PodCreated", "CreatePod", "Created pod %s", pod.Name)
+	case !apierrors.IsAlreadyExists(err):
+		return fmt.Errorf("creating pod: %w", err)
+	}
+	agent.Status.PodName = pod.Name
+	return nil
+}
+
+// finish deregisters an agent whose pod ended and deletes it with its
+// Secret and pod.
+func (r *AgentReconciler) finish(ctx context.Context, agent, before *agentryv1.Agent) error {
+	if err := r.deregister(ctx, agent); err != nil {
+		return err
+	}
+	if err := r.patchStatus(ctx, agent, before); err != nil {
+		return err
+	}
+	if err := r.deleteDependents(ctx, agent); err != nil {
+		return err
+	}
+	ctrl.LoggerFrom(ctx).Info("Deleting the finished agent", "phase", agent.Status.Phase)
+	return client.IgnoreNotFound(r.Delete(ctx, agent))
+}
+
+// reconcileDelete deregisters the agent, deletes its Secret and pod and
+// lets it go.
+func (r *AgentReconciler) reconcileDelete(ctx context.Context, agent *agentryv1.Agent) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(agent, agentryv1.DeregisterFinalizer) {
+		return ctrl.Result{}, nil
+	}
+	before := agent.DeepCopy()
+	if err := r.deregister(ctx, agent); err != nil {
+		_ = r.patchStatus(ctx, agent, before)
+		return ctrl.Result{}, err
+	}
+	if err := r.patchStatus(ctx, agent, before); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.deleteDependents(ctx, agent); err != nil {
+		return ctrl.Result{}, err
+	}
+	patch := client.MergeFrom(agent.DeepCopy())
+	controllerutil.RemoveFinalizer(agent, agentryv1.DeregisterFinalizer)
+	return ctrl.Result{}, client.IgnoreNotFound(r.Patch(ctx, agent, patch))
+}
+
+// deregister removes the agent's server registration, if it may have one.
+// An agent that never recorded an id is looked up by name, in case the
+// operator stopped between registering it and recording that.
+func (r *AgentReconciler) deregister(ctx context.Context, agent *agentryv1.Agent) error {
+	if c := meta.FindStatusCondition(agent.Status.Conditions, agentryv1.AgentRegisteredCondition); c != nil &&
+		c.Status == metav1.ConditionFalse && c.Reason != reasonRegistrationFailed {
+		return nil // deregistered, skipped or never registered
+	}
+	log := ctrl.LoggerFrom(ctx)
+	pool := &agentryv1.AgentPool{}
+	err := r.Get(ctx, client.ObjectKey{Namespace: agent.Namespace, Name: agent.Spec.PoolName}, pool)
+	var server Server
+	if err == nil {
+		server, err = serverFor(ctx, r.APIReader, r.Connect, pool)
+	}
+	if apierrors.IsNotFound(err) || errors.Is(err, errNoCredentials) {
+		// Nothing can reach the server any more (the pool or its token is
+		// gone, as when a namespace is deleted); holding the Agent would only
+		// block that deletion.
+		if agent.Status.AgentID != 0 {
+			r.Recorder.Eventf(agent, nil, corev1.EventTypeWarning, "DeregistrationSkipped", "Deregister",
+				"Cannot reach the server to deregister agent %d: %s", agent.Status.AgentID, err.Error())
+		}
+		setDeregistered(agent, "DeregistrationSkipped", "The pool or its credentials are gone: "+err.Error())
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+
+	poolID := int(agent.Status.PoolID)
+	if poolID == 0 {
+		poolID = int(pool.Status.PoolID)
+	}
+	ids := []int{}
+	if agent.Status.AgentID != 0 {
+		ids = append(ids, int(agent.Status.AgentID))
+	} else {
+		if poolID == 0 {
+			p, err := server.GetPoolByName(ctx, pool.Spec.Server.PoolName)
+			if pipelines.IsTypeKey(err, pipelines.TypeKeyPoolNotFound) {
+				setDeregistered(agent, "NeverRegistered", "The server has no such pool")
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("resolving server pool: %w", err)
+			}
+			poolID = p.ID
+		}
+		found, err := server.ListAgents(ctx, poolID, agent.Name)
+		if err != nil {
+			return fmt.Errorf("looking up agent %q: %w", agent.Name, err)
+		}
+		for _, a := range found {
+			if strings.EqualFold(a.Name, agent.Name) {
+				ids = append(ids, a.ID)
+			}
+		}
+	}
+	for _, id := range ids {
+		log.Info("Deregistering the agent", "agentId", id, "poolId", poolID)
+		if err := server.DeleteAgent(ctx, poolID, id); err != nil {
+			r.Recorder.Eventf(agent, nil, corev1.EventTypeWarning, "DeregistrationFailed", "Deregister",
+				"Deregistering agent %d failed: %s", id, err.Error())
+			return fmt.Errorf("deregistering agent %d: %w", id, err)
+		}
+		r.Recorder.Eventf(agent, nil, corev1.EventTypeNormal, "Deregistered", "Deregister",
+			"Deregistered agent %d from server pool %q", id, pool.Spec.Server.PoolName)
+	}
+	setDeregistered(agent, "Deregistered", "The agent's server registration was removed")
+	return nil
+}
+
+// deleteDependents deletes the agent's Secret and pod. Owner references
+// would have the garbage collector do it too; doing it here leaves nothing
+// behind where no collector runs, and frees the key at once.
+func (r *AgentReconciler) deleteDependents(ctx context.Context, agent *agentryv1.Agent) error {
+	key := metav1.ObjectMeta{Name: agent.Name, Namespace: agent.Namespace}
+	for _, obj := range []client.Object{&corev1.Secret{ObjectMeta: key}, &corev1.Pod{ObjectMeta: key}} {
+		if err := r.deleteOwned(ctx, agent, obj); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deleteOwned deletes obj if agent controls it; the UID precondition keeps a
+// same-named replacement made in between safe.
+func (r *AgentReconciler) deleteOwned(ctx context.Context, agent *agentryv1.Agent, obj client.Object) error {
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if !metav1.IsControlledBy(obj, agent) {
+		return nil
+	}
+	err := r.Delete(ctx, obj, client.Preconditions{UID: ptrTo(obj.GetUID())})
+	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+		return nil
+	}
+	return wrapErr(fmt.Sprintf("deleting %T %s", obj, obj.GetName()), err)
+}
+
+func (r *AgentReconciler) patchStatus(ctx context.Context, agent, before *agentryv1.Agent) error {
+	if equality.Semantic.DeepEqual(before.Status, agent.Status) {
+		return nil
+	}
+	if err := r.Status().Patch(ctx, agent, client.MergeFrom(before)); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("writing status: %w", err)
+	}
+	agent.Status.DeepCopyInto(&before.Status)
+	return nil
+}
+
+func setFinished(agent *agentryv1.Agent, phase agentryv1.AgentPhase) {
+	agent.Status.Phase = phase
+	if agent.Status.CompletionTime == nil {
+		agent.Status.CompletionTime = ptrTo(metav1.Now())
+	}
+}
+
+func setDeregistered(agent *agentryv1.Agent, reason, message string) {
+	meta.SetStatusCondition(&agent.Status.Conditions, metav1.Condition{
+		Type: agentryv1.AgentRegisteredCondition, Status: metav1.ConditionFalse, Reason: reason,
+		Message: message, ObservedGeneration: agent.Generation,
+	})
+}
+
+func wrapErr(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+func ptrTo[T any](v T) *T { return &v }

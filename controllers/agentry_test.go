@@ -1,0 +1,669 @@
+package controllers_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/yaml"
+
+	agentryv1 "github.com/agentry-dev/agentry/api/v1alpha1"
+	"github.com/agentry-dev/agentry/internal/agentcrypto"
+	"github.com/agentry-dev/agentry/internal/pipelines"
+	"github.com/agentry-dev/agentry/internal/server/servertest"
+)
+
+// serverPool is the pool name on the test server.
+const serverPool = "default"
+
+const adminSecret = "admin-token"
+
+// newPool creates the admin-token Secret and an AgentPool named linux for
+// srv's pool, with a short poll interval.
+func newPool(t *testing.T, ns string, srv *testServer, mutate func(*agentryv1.AgentPool)) *agentryv1.AgentPool {
+	t.Helper()
+	ctx := context.Background()
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: adminSecret, Namespace: ns},
+		StringData: map[string]string{"token": srv.AdminToken},
+	}
+	if err := k8s.Create(ctx, secret); err != nil {
+		t.Fatalf("creating admin token secret: %v", err)
+	}
+	pool := &agentryv1.AgentPool{
+		ObjectMeta: metav1.ObjectMeta{Name: "linux", Namespace: ns},
+		Spec: agentryv1.AgentPoolSpec{
+			Server: agentryv1.ServerSpec{
+				URL:                  srv.URL,
+				PoolName:             serverPool,
+				CredentialsSecretRef: agentryv1.SecretKeySelector{Name: adminSecret},
+			},
+			Template:     agentTemplate(),
+			Capabilities: map[string]string{"team": "ci"},
+			MaxAgents:    ptr.To[int32](10),
+			PollInterval: &metav1.Duration{Duration: 200 * time.Millisecond},
+		},
+	}
+	if mutate != nil {
+		mutate(pool)
+	}
+	if err := k8s.Create(ctx, pool); err != nil {
+		t.Fatalf("creating agent pool: %v", err)
+	}
+	return pool
+}
+
+func agentTemplate() corev1.PodTemplateSpec {
+	return corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"team": "ci"}},
+		Spec: corev1.PodSpec{
+			Containers: []corev1.Container{
+				{Name: "agent", Image: "ghcr.io/agentry-dev/agentry-agent:v0.1.0"},
+				{Name: "sidecar", Image: "registry.example/sidecar:1"},
+			},
+		},
+	}
+}
+
+func listAgents(t *testing.T, ns string) []agentryv1.Agent {
+	t.Helper()
+	var l agentryv1.AgentList
+	if err := k8s.List(context.Background(), &l, client.InNamespace(ns)); err != nil {
+		t.Fatalf("listing agents: %v", err)
+	}
+	return l.Items
+}
+
+func agentNames(agents []agentryv1.Agent) []string {
+	var names []string
+	for _, a := range agents {
+		names = append(names, a.Name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// waitForStartedAgents waits until ns has n Agents, each registered with a
+// pod, and returns them.
+func waitForStartedAgents(t *testing.T, ns string, n int) []agentryv1.Agent {
+	t.Helper()
+	var agents []agentryv1.Agent
+	waitFor(t, 30*time.Second, fmt.Sprintf("%d registered agents with pods", n), func() error {
+		agents = listAgents(t, ns)
+		if len(agents) != n {
+			return fmt.Errorf("%d agents: %v", len(agents), agentNames(agents))
+		}
+		for _, a := range agents {
+			if a.Status.AgentID == 0 || a.Status.PodName == "" {
+				return fmt.Errorf("agent %s: phase %q, agentId %d, pod %q", a.Name, a.Status.Phase, a.Status.AgentID, a.Status.PodName)
+			}
+		}
+		return nil
+	})
+	return agents
+}
+
+// serverAgents lists the agents registered in the server pool, by name.
+func serverAgents(t *testing.T, srv *testServer) map[string]pipelines.TaskAgent {
+	t.Helper()
+	ctx := context.Background()
+	p, err := srv.Admin.GetPoolByName(ctx, serverPool)
+	if err != nil {
+		t.Fatalf("reading server pool: %v", err)
+	}
+	list, err := srv.Admin.ListAgents(ctx, p.ID, "")
+	if err != nil {
+		t.Fatalf("listing server agents: %v", err)
+	}
+	out := map[string]pipelines.TaskAgent{}
+	for _, a := range list {
+		out[a.Name] = a
+	}
+	return out
+}
+
+func TestAgentPoolStartsOneRegisteredAgentPerWaitingJob(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	srv := startServer(t)
+	srv.queueJobs(t, 3)
+	newPool(t, ns, srv, nil)
+
+	agents := waitForStartedAgents(t, ns, 3)
+	// Several polls later a burst of 3 still has exactly 3 agents.
+	holds(t, time.Second, "three agents for three waiting jobs", func() error {
+		if n := len(listAgents(t, ns)); n != 3 {
+			return fmt.Errorf("%d agents", n)
+		}
+		return nil
+	})
+
+	registered := serverAgents(t, srv)
+	if diff := cmp.Diff(agentNames(agents), slices.Sorted(maps.Keys(registered))); diff != "" {
+		t.Errorf("server registrations differ from Agents (-agents +server):\n%s", diff)
+	}
+	for _, a := range agents {
+		t.Run(a.Name, func(t *testing.T) {
+			reg, ok := registered[a.Name]
+			if !ok {
+				t.Fatalf("agent %s is not registered on the server", a.Name)
+			}
+			if int(a.Status.AgentID) != reg.ID {
+				t.Errorf("status.agentId = %d, server id = %d", a.Status.AgentID, reg.ID)
+			}
+			if !metav1.IsControlledBy(&a, &agentryv1.AgentPool{ObjectMeta: metav1.ObjectMeta{UID: poolUID(t, ns)}}) {
+				t.Errorf("agent %s is not controlled by its pool: %v", a.Name, a.OwnerReferences)
+			}
+			checkSecret(t, srv, &a, reg)
+			checkPod(t, &a)
+		})
+	}
+
+	waitFor(t, 10*time.Second, "pool status", func() error {
+		var pool agentryv1.AgentPool
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "linux"}, &pool); err != nil {
+			return err
+		}
+		s := pool.Status
+		if s.PoolID == 0 || s.WaitingJobs != 3 || s.Agents.Total != 3 || s.ObservedGeneration != pool.Generation {
+			return fmt.Errorf("status %+v", s)
+		}
+		for _, c := range []string{agentryv1.PoolReady, agentryv1.PoolServerReachable} {
+			if !meta.IsStatusConditionTrue(s.Conditions, c) {
+				return fmt.Errorf("condition %s is not true: %+v", c, s.Conditions)
+			}
+		}
+		return nil
+	})
+	checkNoAdminToken(t, srv, ns)
+}
+
+func poolUID(t *testing.T, ns string) types.UID {
+	t.Helper()
+	var pool agentryv1.AgentPool
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "linux"}, &pool); err != nil {
+		t.Fatalf("reading pool: %v", err)
+	}
+	return pool.UID
+}
+
+// checkSecret checks the agent's Secret holds the three agent files, that
+// they describe the registration, and that its key is the registered one.
+func checkSecret(t *testing.T, srv *testServer, a *agentryv1.Agent, reg pipelines.TaskAgent) {
+	t.Helper()
+	var secret corev1.Secret
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: a.Namespace, Name: a.Status.SecretName}, &secret); err != nil {
+		t.Fatalf("reading the agent's secret: %v", err)
+	}
+	if !metav1.IsControlledBy(&secret, a) {
+		t.Errorf("secret is not controlled by the agent: %v", secret.OwnerReferences)
+	}
+	if got := slices.Sorted(maps.Keys(secret.Data)); !slices.Equal(got, []string{pipelines.AgentFile, pipelines.CredentialsFile, pipelines.RSAParamsFile}) {
+		t.Errorf("secret keys = %v, want exactly the three agent files", got)
+	}
+	files, err := pipelines.ParseAgentFiles(secret.Data)
+	if err != nil {
+		t.Fatalf("the secret's agent files do not parse: %v", err)
+	}
+	want := pipelines.AgentSettings{
+		AgentID: reg.ID, AgentName: a.Name, PoolID: int(a.Status.PoolID), PoolName: serverPool,
+		ServerURL: srv.URL, WorkFolder: "_work", Ephemeral: true,
+	}
+	if diff := cmp.Diff(want, files.Settings); diff != "" {
+		t.Errorf(".agent differs (-want +got):\n%s", diff)
+	}
+	if reg.Authorization == nil || reg.Authorization.PublicKey == nil {
+		full, err := srv.Admin.GetAgent(context.Background(), int(a.Status.PoolID), reg.ID)
+		if err != nil {
+			t.Fatalf("reading the registration: %v", err)
+		}
+		reg = *full
+	}
+	if reg.Authorization == nil || reg.Authorization.PublicKey == nil {
+		t.Fatalf("the server does not show agent %d's public key", reg.ID)
+	}
+	if files.Credentials.Scheme != "OAuth" || files.Credentials.Data.ClientID != reg.Authorization.ClientID ||
+		files.Credentials.Data.AuthorizationURL != reg.Authorization.AuthorizationURL {
+		t.Errorf(".credentials = %+v, registration %+v", files.Credentials, reg.Authorization)
+	}
+	key, err := files.Key.PrivateKey()
+	if err != nil {
+		t.Fatalf("private key: %v", err)
+	}
+	if !agentcrypto.PublicKeyOf(&key.PublicKey).Equal(*reg.Authorization.PublicKey) {
+		t.Errorf("the secret's key does not match the registered public key")
+	}
+}
+
+// checkPod checks the agent's pod comes from the template, never restarts,
+// and has the agent's Secret in the agent container only.
+func checkPod(t *testing.T, a *agentryv1.Agent) {
+	t.Helper()
+	var pod corev1.Pod
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: a.Namespace, Name: a.Status.PodName}, &pod); err != nil {
+		t.Fatalf("reading the agent's pod: %v", err)
+	}
+	if pod.Name != a.Name || !metav1.IsControlledBy(&pod, a) {
+		t.Errorf("pod %s owners %v, want named after and controlled by agent %s", pod.Name, pod.OwnerReferences, a.Name)
+	}
+	for k, v := range map[string]string{"team": "ci", agentryv1.PoolLabel: "linux", agentryv1.AgentLabel: a.Name} {
+		if pod.Labels[k] != v {
+			t.Errorf("pod label %s = %q, want %q", k, pod.Labels[k], v)
+		}
+	}
+	if pod.Spec.RestartPolicy != corev1.RestartPolicyNever {
+		t.Errorf("restartPolicy = %q, want Never", pod.Spec.RestartPolicy)
+	}
+	if pod.Spec.AutomountServiceAccountToken == nil || *pod.Spec.AutomountServiceAccountToken {
+		t.Errorf("automountServiceAccountToken = %v, want false", pod.Spec.AutomountServiceAccountToken)
+	}
+	var volume string
+	for _, v := range pod.Spec.Volumes {
+		if v.Secret != nil && v.Secret.SecretName == a.Status.SecretName {
+			volume = v.Name
+		}
+	}
+	if volume == "" {
+		t.Fatalf("no volume of secret %s in %+v", a.Status.SecretName, pod.Spec.Volumes)
+	}
+	for _, c := range pod.Spec.Containers {
+		mounted := slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
+			return m.Name == volume && m.MountPath == "/var/run/agentry/agent" && m.ReadOnly
+		})
+		hasEnv := slices.Contains(c.Env, corev1.EnvVar{Name: "AGENTRY_AGENT_DIR", Value: "/var/run/agentry/agent"})
+		other := slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == volume })
+		switch {
+		case c.Name == "agent" && (!mounted || !hasEnv):
+			t.Errorf("agent container: secret mounted read-only at /var/run/agentry/agent = %v, env = %v", mounted, hasEnv)
+		case c.Name != "agent" && (other || hasEnv):
+			t.Errorf("container %s got the agent's secret", c.Name)
+		}
+	}
+}
+
+// checkNoAdminToken checks the admin token is nowhere but in its own Secret.
+func checkNoAdminToken(t *testing.T, srv *testServer, ns string) {
+	t.Helper()
+	ctx := context.Background()
+	var (
+		pods    corev1.PodList
+		secrets corev1.SecretList
+		agents  agentryv1.AgentList
+		pools   agentryv1.AgentPoolList
+		evs     eventsv1.EventList
+		coreEvs corev1.EventList
+	)
+	for _, l := range []client.ObjectList{&pods, &secrets, &agents, &pools, &evs, &coreEvs} {
+		if err := k8s.List(ctx, l, client.InNamespace(ns)); err != nil {
+			t.Fatalf("listing %T: %v", l, err)
+		}
+	}
+	secrets.Items = slices.DeleteFunc(secrets.Items, func(s corev1.Secret) bool { return s.Name == adminSecret })
+	if strings.Contains(operatorLog.String(), srv.AdminToken) {
+		t.Errorf("the admin token appears in the operator's log")
+	}
+	for _, l := range []any{pods, secrets, agents, pools, evs, coreEvs} {
+		b, err := json.Marshal(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), srv.AdminToken) {
+			t.Errorf("the admin token appears in %T", l)
+		}
+	}
+}
+
+func TestFinishedPodDeregistersAndRemovesAgent(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	srv := startServer(t)
+	srv.queueJobs(t, 1)
+	newPool(t, ns, srv, nil)
+	a := waitForStartedAgents(t, ns, 1)[0]
+
+	var pod corev1.Pod
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: a.Status.PodName}, &pod); err != nil {
+		t.Fatal(err)
+	}
+	// There is no kubelet: report the pod's end as one would.
+	pod.Status.Phase = corev1.PodSucceeded
+	if err := k8s.Status().Update(ctx, &pod); err != nil {
+		t.Fatalf("marking the pod succeeded: %v", err)
+	}
+
+	waitAgentGone(t, srv, &a)
+	checkEvent(t, ns, a.Name, "Deregistered")
+}
+
+func TestDeletingAgentByHandDeregistersIt(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	srv := startServer(t)
+	srv.queueJobs(t, 1)
+	// maxAgents 1 so that no replacement starts while the test watches.
+	newPool(t, ns, srv, func(p *agentryv1.AgentPool) { p.Spec.MaxAgents = ptr.To[int32](1) })
+	a := waitForStartedAgents(t, ns, 1)[0]
+
+	if err := k8s.Delete(ctx, &a); err != nil {
+		t.Fatalf("deleting the agent: %v", err)
+	}
+	waitAgentGone(t, srv, &a)
+}
+
+// The Secret is all an agent needs to take a job, and an agent that took
+// one counts as busy: no second agent is started for the job it runs.
+func TestAgentTakesAJobWithItsSecretAndCountsAsBusy(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	srv := startServer(t)
+	jobIDs := srv.queueJobs(t, 1)
+	newPool(t, ns, srv, nil)
+	a := waitForStartedAgents(t, ns, 1)[0]
+
+	var secret corev1.Secret
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: a.Status.SecretName}, &secret); err != nil {
+		t.Fatal(err)
+	}
+	files, err := pipelines.ParseAgentFiles(secret.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pod corev1.Pod
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: a.Status.PodName}, &pod); err != nil {
+		t.Fatal(err)
+	}
+	pod.Status.Phase = corev1.PodRunning
+	if err := k8s.Status().Update(ctx, &pod); err != nil {
+		t.Fatalf("marking the pod running: %v", err)
+	}
+	// Play the agent in the pod: its files from the Secret, nothing else.
+	agent := servertest.Connect(t, files)
+	job := agent.NextJob(t, 10*time.Second)
+	if job.RequestID != jobIDs[0] {
+		t.Fatalf("the agent got job request %d, want %d", job.RequestID, jobIDs[0])
+	}
+
+	waitFor(t, 10*time.Second, "the agent to count as busy", func() error {
+		var pool agentryv1.AgentPool
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "linux"}, &pool); err != nil {
+			return err
+		}
+		var got agentryv1.Agent
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(&a), &got); err != nil {
+			return err
+		}
+		want := agentryv1.AgentCounts{Busy: 1, Total: 1}
+		if pool.Status.WaitingJobs != 0 || pool.Status.Agents != want ||
+			got.Status.Phase != agentryv1.AgentRunning || got.Status.JobRequestID != job.RequestID || got.Status.StartTime == nil {
+			return fmt.Errorf("pool status %+v; agent status %+v", pool.Status, got.Status)
+		}
+		return nil
+	})
+	holds(t, time.Second, "one agent for one job", func() error {
+		if n := len(listAgents(t, ns)); n != 1 {
+			return fmt.Errorf("%d agents", n)
+		}
+		return nil
+	})
+
+	agent.Complete(t, job, pipelines.ResultSucceeded, "hello\n")
+	agent.Close(t)
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(&pod), &pod); err != nil {
+		t.Fatal(err)
+	}
+	pod.Status.Phase = corev1.PodSucceeded
+	if err := k8s.Status().Update(ctx, &pod); err != nil {
+		t.Fatalf("marking the pod succeeded: %v", err)
+	}
+	waitAgentGone(t, srv, &a)
+	holds(t, time.Second, "no agent once the queue is empty", func() error {
+		if n := len(listAgents(t, ns)); n != 0 {
+			return fmt.Errorf("%d agents", n)
+		}
+		return nil
+	})
+}
+
+// An operator that stopped between registering an agent and recording it
+// finds the registration by name and takes it over with a new key, rather
+// than registering a second agent.
+func TestRegistrationIsTakenOverAfterACrash(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	srv := startServer(t)
+	pool := newPool(t, ns, srv, func(p *agentryv1.AgentPool) { p.Spec.MaxAgents = ptr.To[int32](0) })
+	const name = "linux-crashed"
+	serverPool, err := srv.Admin.GetPoolByName(ctx, serverPool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldKey, err := agentcrypto.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldPub := agentcrypto.PublicKeyOf(&oldKey.PublicKey)
+	earlier, err := srv.Admin.AddAgent(ctx, serverPool.ID, pipelines.TaskAgent{
+		Name: name, Version: "3.240.0", MaxParallelism: 1, ProvisioningState: "Provisioned",
+		Authorization: &pipelines.TaskAgentAuthorization{PublicKey: &oldPub},
+	})
+	if err != nil {
+		t.Fatalf("registering the agent the crashed operator left: %v", err)
+	}
+
+	agent := &agentryv1.Agent{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{agentryv1.PoolLabel: pool.Name}},
+		Spec:       agentryv1.AgentSpec{PoolName: pool.Name},
+	}
+	if err := controllerutil.SetControllerReference(pool, agent, scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Create(ctx, agent); err != nil {
+		t.Fatal(err)
+	}
+	a := waitForStartedAgents(t, ns, 1)[0]
+
+	registered := serverAgents(t, srv)
+	if len(registered) != 1 {
+		t.Fatalf("server has %d agents, want the one taken over: %v", len(registered), slices.Sorted(maps.Keys(registered)))
+	}
+	if int(a.Status.AgentID) != earlier.ID {
+		t.Errorf("status.agentId = %d, want the earlier registration %d", a.Status.AgentID, earlier.ID)
+	}
+	checkSecret(t, srv, &a, registered[name])
+}
+
+func TestDeletingPoolDeregistersItsAgents(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	srv := startServer(t)
+	srv.queueJobs(t, 2)
+	pool := newPool(t, ns, srv, nil)
+	agents := waitForStartedAgents(t, ns, 2)
+
+	if err := k8s.Delete(ctx, pool); err != nil {
+		t.Fatalf("deleting the pool: %v", err)
+	}
+	for i := range agents {
+		waitAgentGone(t, srv, &agents[i])
+	}
+	waitFor(t, 10*time.Second, "the pool to be gone", func() error {
+		err := k8s.Get(ctx, client.ObjectKeyFromObject(pool), &agentryv1.AgentPool{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("still there (%v)", err)
+	})
+}
+
+// waitAgentGone waits until the Agent, its Secret and pod are gone and the
+// server no longer has its registration.
+func waitAgentGone(t *testing.T, srv *testServer, a *agentryv1.Agent) {
+	t.Helper()
+	ctx := context.Background()
+	key := client.ObjectKey{Namespace: a.Namespace, Name: a.Name}
+	waitFor(t, 30*time.Second, "agent "+a.Name+" to be deregistered and removed", func() error {
+		if _, ok := serverAgents(t, srv)[a.Name]; ok {
+			return fmt.Errorf("still registered on the server")
+		}
+		for _, obj := range []client.Object{&agentryv1.Agent{}, &corev1.Secret{}, &corev1.Pod{}} {
+			if err := k8s.Get(ctx, key, obj); !apierrors.IsNotFound(err) {
+				return fmt.Errorf("%T still there (%v)", obj, err)
+			}
+		}
+		return nil
+	})
+}
+
+// checkEvent checks an event with reason was reported about the named object.
+func checkEvent(t *testing.T, ns, name, reason string) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "a "+reason+" event", func() error {
+		var evs eventsv1.EventList
+		if err := k8s.List(context.Background(), &evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Regarding.Name == name && e.Reason == reason {
+				return nil
+			}
+		}
+		return fmt.Errorf("%d events, none %s for %s", len(evs.Items), reason, name)
+	})
+}
+
+func TestAgentPoolLimits(t *testing.T) {
+	tests := []struct {
+		name      string
+		jobs      int
+		minIdle   int32
+		maxAgents int32
+		want      int
+	}{
+		{name: "maxAgents caps a burst", jobs: 5, maxAgents: 2, want: 2},
+		{name: "minIdle keeps warm agents without jobs", minIdle: 2, maxAgents: 10, want: 2},
+		{name: "minIdle adds to waiting jobs", jobs: 1, minIdle: 1, maxAgents: 10, want: 2},
+		{name: "maxAgents 0 starts nothing", jobs: 2, maxAgents: 0, want: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ns := newNamespace(t)
+			srv := startServer(t)
+			srv.queueJobs(t, tt.jobs)
+			newPool(t, ns, srv, func(p *agentryv1.AgentPool) {
+				p.Spec.MinIdle, p.Spec.MaxAgents = tt.minIdle, ptr.To(tt.maxAgents)
+			})
+			waitFor(t, 10*time.Second, "the pool to observe the queue", func() error {
+				var pool agentryv1.AgentPool
+				if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "linux"}, &pool); err != nil {
+					return err
+				}
+				if pool.Status.WaitingJobs != int32(tt.jobs) || !meta.IsStatusConditionTrue(pool.Status.Conditions, agentryv1.PoolReady) {
+					return fmt.Errorf("status %+v", pool.Status)
+				}
+				return nil
+			})
+			if tt.want > 0 {
+				waitForStartedAgents(t, ns, tt.want)
+			}
+			holds(t, time.Second, fmt.Sprintf("%d agents", tt.want), func() error {
+				if n := len(listAgents(t, ns)); n != tt.want {
+					return fmt.Errorf("%d agents", n)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+func TestAgentPoolValidation(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	valid := func() *agentryv1.AgentPool {
+		return &agentryv1.AgentPool{
+			ObjectMeta: metav1.ObjectMeta{GenerateName: "p-", Namespace: ns},
+			Spec: agentryv1.AgentPoolSpec{
+				Server: agentryv1.ServerSpec{
+					URL: "https://dev.azure.com/org", PoolName: "default",
+					CredentialsSecretRef: agentryv1.SecretKeySelector{Name: "admin"},
+				},
+				Template: agentTemplate(),
+			},
+		}
+	}
+	tests := []struct {
+		name    string
+		mutate  func(*agentryv1.AgentPool)
+		wantErr string
+	}{
+		{name: "valid"},
+		{name: "minIdle above maxAgents", wantErr: "minIdle must not be greater than maxAgents",
+			mutate: func(p *agentryv1.AgentPool) { p.Spec.MinIdle, p.Spec.MaxAgents = 3, ptr.To[int32](2) }},
+		{name: "minIdle above the default maxAgents", wantErr: "minIdle must not be greater than maxAgents",
+			mutate: func(p *agentryv1.AgentPool) { p.Spec.MinIdle = 11 }},
+		{name: "no agent container", wantErr: "template must have a container named agent",
+			mutate: func(p *agentryv1.AgentPool) { p.Spec.Template.Spec.Containers[0].Name = "runner" }},
+		{name: "not an http url", wantErr: "spec.server.url",
+			mutate: func(p *agentryv1.AgentPool) { p.Spec.Server.URL = "ftp://example.com" }},
+		{name: "negative maxAgents", wantErr: "spec.maxAgents",
+			mutate: func(p *agentryv1.AgentPool) { p.Spec.MaxAgents = ptr.To[int32](-1) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := valid()
+			if tt.mutate != nil {
+				tt.mutate(p)
+			}
+			err := k8s.Create(ctx, p, client.DryRunAll)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("rejected: %v", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("error = %v, want one mentioning %q", err, tt.wantErr)
+			}
+		})
+	}
+
+	t.Run("defaults", func(t *testing.T) {
+		p := valid()
+		if err := k8s.Create(ctx, p, client.DryRunAll); err != nil {
+			t.Fatal(err)
+		}
+		got := []any{p.Spec.MinIdle, ptr.Deref(p.Spec.MaxAgents, -1), p.Spec.PollInterval, p.Spec.Server.CredentialsSecretRef.Key}
+		want := []any{int32(0), int32(10), &metav1.Duration{Duration: 2 * time.Second}, "token"}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("defaults (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("sample", func(t *testing.T) {
+		b, err := os.ReadFile(filepath.Join("..", "config", "samples", "agentry_v1alpha1_agentpool.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p agentryv1.AgentPool
+		if err := yaml.UnmarshalStrict(b, &p); err != nil {
+			t.Fatalf("the sample does not decode: %v", err)
+		}
+		p.Namespace = ns
+		if err := k8s.Create(ctx, &p, client.DryRunAll); err != nil {
+			t.Fatalf("the API server rejects the sample: %v", err)
+		}
+	})
+}

@@ -1,0 +1,83 @@
+package controllers
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	agentryv1 "github.com/agentry-dev/agentry/api/v1alpha1"
+)
+
+// EventReporter is the name agentry-manager's events are reported under.
+const EventReporter = "agentry-manager"
+
+// +kubebuilder:rbac:groups=agentry.dev,resources=agentpools;agents,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=agentry.dev,resources=agentpools/status;agents/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=agentry.dev,resources=agentpools/finalizers;agents/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create;update;patch;delete
+// +kubebuilder:rbac:groups="";events.k8s.io,resources=events,verbs=create;patch
+
+// NewScheme returns a scheme with the Kubernetes built-in types and agentry's.
+func NewScheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	if err := agentryv1.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// ManagerOptions returns the manager options the reconcilers rely on: the
+// scheme, a pod cache that holds only agent pods, and no Secret cache at all
+// (Secrets are read on demand, so the operator needs neither list nor watch
+// on them). namespace, when not empty, limits the manager to one namespace.
+func ManagerOptions(scheme *runtime.Scheme, namespace string) ctrl.Options {
+	agentPods, err := labels.NewRequirement(agentryv1.AgentLabel, selection.Exists, nil)
+	if err != nil {
+		panic(err) // a constant key; cannot fail
+	}
+	opts := ctrl.Options{
+		Scheme: scheme,
+		Cache: cache.Options{
+			ByObject: map[client.Object]cache.ByObject{
+				&corev1.Pod{}: {Label: labels.NewSelector().Add(*agentPods)},
+			},
+		},
+		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}},
+	}
+	if namespace != "" {
+		opts.Cache.DefaultNamespaces = map[string]cache.Config{namespace: {}}
+	}
+	return opts
+}
+
+// Setup registers the AgentPool and Agent reconcilers with mgr. connect, when
+// nil, connects to servers with pipelines.Client.
+func Setup(mgr ctrl.Manager, connect Connector) error {
+	if connect == nil {
+		connect = Connect
+	}
+	recorder := mgr.GetEventRecorder(EventReporter)
+	if err := (&AgentPoolReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  recorder,
+		Connect:   connect,
+	}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	return (&AgentReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  recorder,
+		Connect:   connect,
+	}).SetupWithManager(mgr)
+}

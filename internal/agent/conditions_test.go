@@ -1,0 +1,63 @@
+package agent
+
+import (
+	"testing"
+
+	"github.com/agentry-dev/agentry/internal/pipelines"
+)
+
+func TestShouldRun(t *testing.T) {
+	tests := []struct {
+		cond    string
+		failed  bool
+		want    bool
+		wantErr bool
+	}{
+		{"", false, true, false},
+		{"", true, false, false},
+		{"succeeded()", false, true, false},
+		{" Succeeded ( ) ", true, false, false},
+		{"failed()", false, false, false},
+		{"failed()", true, true, false},
+		{"always()", true, true, false},
+		{"succeededOrFailed()", true, true, false},
+		{"canceled()", false, false, false},
+		{"eq(variables.x, 'y')", false, false, true},
+	}
+	for _, tt := range tests {
+		got, err := ShouldRun(tt.cond, tt.failed)
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("ShouldRun(%q, failed=%v) = %v, %v; want %v, error %v", tt.cond, tt.failed, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestJobResult(t *testing.T) {
+	const (
+		ok     = pipelines.ResultSucceeded
+		issues = pipelines.ResultSucceededWithIssues
+		failed = pipelines.ResultFailed
+		skip   = pipelines.ResultSkipped
+		cancel = pipelines.ResultCanceled
+	)
+	tests := []struct {
+		name  string
+		steps []pipelines.TaskResult
+		stop  pipelines.TaskResult
+		want  pipelines.TaskResult
+	}{
+		{"no steps", nil, "", ok},
+		{"all succeeded", []pipelines.TaskResult{ok, ok}, "", ok},
+		{"one failed", []pipelines.TaskResult{ok, failed, skip}, "", failed},
+		{"allowed failure", []pipelines.TaskResult{ok, issues}, "", issues},
+		{"failure beats issues", []pipelines.TaskResult{issues, failed}, "", failed},
+		{"canceled", []pipelines.TaskResult{ok, cancel}, cancel, cancel},
+		{"abandoned", []pipelines.TaskResult{ok}, pipelines.ResultAbandoned, pipelines.ResultAbandoned},
+		{"skipped only", []pipelines.TaskResult{skip}, "", ok},
+	}
+	for _, tt := range tests {
+		if got := JobResult(tt.steps, tt.stop); got != tt.want {
+			t.Errorf("%s: JobResult = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}

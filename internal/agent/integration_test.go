@@ -1,0 +1,567 @@
+package agent
+
+// Integration tests: the agent against a real agentry-server (servertest),
+// over real HTTP, with real keys, tokens, session encryption and bash.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+
+	"github.com/agentry-dev/agentry/internal/agentcrypto"
+	"github.com/agentry-dev/agentry/internal/jobapi"
+	"github.com/agentry-dev/agentry/internal/pipelines"
+	"github.com/agentry-dev/agentry/internal/server"
+	"github.com/agentry-dev/agentry/internal/server/servertest"
+	"github.com/agentry-dev/agentry/internal/server/store"
+)
+
+const testTimeout = 60 * time.Second
+
+// spyStore is the server's real store, plus what tests need that the
+// server has no API for: the job tokens it hands out (to prove they never
+// leak) and injecting a message into an agent's queue.
+type spyStore struct {
+	store.Store
+	mu       sync.Mutex
+	tokens   []string
+	injected *store.Message
+}
+
+func (s *spyStore) AssignJob(ctx context.Context, a store.Assignment) (store.Job, error) {
+	var msg pipelines.AgentJobRequestMessage
+	if json.Unmarshal(a.MessageBody, &msg) == nil {
+		if _, tok, ok := msg.JobToken(); ok {
+			s.mu.Lock()
+			s.tokens = append(s.tokens, tok)
+			s.mu.Unlock()
+		}
+	}
+	return s.Store.AssignJob(ctx, a)
+}
+
+func (s *spyStore) NextMessage(ctx context.Context, agentID int, now time.Time) (store.Message, error) {
+	s.mu.Lock()
+	m := s.injected
+	s.mu.Unlock()
+	if m != nil && m.AgentID == agentID {
+		return *m, nil
+	}
+	return s.Store.NextMessage(ctx, agentID, now)
+}
+
+func (s *spyStore) DeleteMessage(ctx context.Context, agentID int, id int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.injected != nil && s.injected.ID == id {
+		s.injected = nil
+		return nil
+	}
+	return s.Store.DeleteMessage(ctx, agentID, id)
+}
+
+func (s *spyStore) inject(m store.Message) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.injected = &m
+}
+
+func (s *spyStore) jobTokens() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.tokens...)
+}
+
+// env is one server with one pool and one registered agent.
+type env struct {
+	srv   *servertest.Instance
+	store *spyStore
+	pool  string
+	files pipelines.AgentFiles
+	dir   string // the agent's folder
+	logs  *logBuffer
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	spy := &spyStore{Store: store.NewMemory()}
+	srv := servertest.Start(t, servertest.WithLongPoll(200*time.Millisecond),
+		servertest.WithConfig(func(c *server.Config) { c.Store = spy }))
+	e := &env{srv: srv, store: spy, pool: "linux", dir: t.TempDir(), logs: &logBuffer{}}
+	srv.CreatePool(t, e.pool)
+	e.files = srv.RegisterAgent(t, e.pool, "agent-1")
+	if err := pipelines.WriteAgentDir(e.dir, e.files); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *env) config(t *testing.T) Config {
+	return Config{Dir: e.dir, WorkDir: t.TempDir(), Log: e.logs.logger(t), RetryTimeout: 5 * time.Second, CancelGrace: 5 * time.Second}
+}
+
+func (e *env) queue(t *testing.T, spec jobapi.JobSpec) *jobapi.Job {
+	t.Helper()
+	spec.Pool = e.pool
+	j, err := e.srv.Jobs.QueueJob(context.Background(), spec)
+	if err != nil {
+		t.Fatalf("queueing a job: %v", err)
+	}
+	return j
+}
+
+func (e *env) jobLog(t *testing.T, id int64) string {
+	t.Helper()
+	log, err := e.srv.Jobs.JobLog(context.Background(), id)
+	if err != nil {
+		t.Fatalf("reading the job log: %v", err)
+	}
+	return log
+}
+
+// waitForLog polls the server until the job's log (or live feed) holds want.
+func (e *env) waitForLog(t *testing.T, id int64, want string) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	for {
+		if log, err := e.srv.Jobs.JobLog(context.Background(), id); err == nil && strings.Contains(log, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %d's log never showed %q", id, want)
+		}
+		time.Sleep(20 * time.Millisecond) // polling the server, not waiting for a guess
+	}
+}
+
+func (e *env) records(t *testing.T, id int64) map[string]pipelines.TimelineRecord {
+	t.Helper()
+	recs, err := e.store.ListTimelineRecords(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]pipelines.TimelineRecord{}
+	for _, r := range recs {
+		out[r.ID] = r
+	}
+	return out
+}
+
+// runAgent runs the agent in process until it leaves.
+func runAgent(t *testing.T, ctx context.Context, cfg Config) (Outcome, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, testTimeout)
+	defer cancel()
+	return Run(ctx, cfg)
+}
+
+// logBuffer keeps everything the agent logged, to check what it must not say.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) logger(t *testing.T) logr.Logger {
+	return funcr.New(func(prefix, args string) {
+		b.mu.Lock()
+		fmt.Fprintln(&b.buf, prefix, args)
+		b.mu.Unlock()
+		t.Log(prefix, args)
+	}, funcr.Options{Verbosity: 9})
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestRunsAJob(t *testing.T) {
+	e := newEnv(t)
+	job := e.queue(t, jobapi.JobSpec{
+		Name:      "hello",
+		Variables: map[string]pipelines.VariableValue{"greeting.word": {Value: "howdy"}},
+		Steps: []jobapi.Step{
+			{DisplayName: "say", Script: "echo marker-$((40+2))\necho \"word=$GREETING_WORD\"\necho \"token=${SYSTEM_ACCESSTOKEN:-absent}\"\necho to-stderr >&2"},
+			{Task: jobapi.TaskBash, Script: "set -u; echo \"in $(basename \"$PWD\")\"; echo bash-$BASH_VERSION | cut -c1-5"},
+		},
+	})
+	cfg := e.config(t)
+	out, err := runAgent(t, context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if out.Result != pipelines.ResultSucceeded || out.RequestID != job.ID {
+		t.Errorf("Outcome = %+v, want request %d succeeded", out, job.ID)
+	}
+	if got := e.srv.WaitJob(t, job.ID, testTimeout); got.Result != pipelines.ResultSucceeded {
+		t.Errorf("server says the job %s, want succeeded", got.Result)
+	}
+	log := e.jobLog(t, job.ID)
+	for _, want := range []string{"marker-42", "word=howdy", "token=absent", "to-stderr", "in s", "bash-", "##[section]Starting: say"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("job log lacks %q:\n%s", want, log)
+		}
+	}
+
+	recs := e.records(t, job.ID)
+	jobRec, ok := recs[job.JobID]
+	if !ok || jobRec.State == nil || *jobRec.State != pipelines.StateCompleted || jobRec.Result == nil || *jobRec.Result != pipelines.ResultSucceeded {
+		t.Errorf("job timeline record = %+v, want completed and succeeded", jobRec)
+	}
+	steps := 0
+	for _, r := range recs {
+		if r.ParentID == nil || *r.ParentID != job.JobID {
+			continue
+		}
+		steps++
+		if r.State == nil || *r.State != pipelines.StateCompleted || r.Result == nil || *r.Result != pipelines.ResultSucceeded || r.Log == nil || r.StartTime == nil || r.FinishTime == nil {
+			t.Errorf("step record %q = %+v, want completed, succeeded, timed, with a log", r.Name, r)
+		}
+	}
+	if steps != 2 {
+		t.Errorf("%d step records, want 2", steps)
+	}
+
+	// The session is gone once the agent left.
+	a, err := e.srv.Admin.GetAgent(context.Background(), e.files.Settings.PoolID, e.files.Settings.AgentID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Status != pipelines.AgentOffline {
+		t.Errorf("agent status after leaving = %q, want offline", a.Status)
+	}
+	// The agent's work folder holds no script or log once the job is done.
+	assertNoFiles(t, cfg.WorkDir)
+}
+
+func assertNoFiles(t *testing.T, dir string) {
+	t.Helper()
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			t.Errorf("file left in the work folder: %s", p)
+		}
+		return nil
+	})
+}
+
+func TestFailingStepFailsTheJob(t *testing.T) {
+	e := newEnv(t)
+	job := e.queue(t, jobapi.JobSpec{Steps: []jobapi.Step{
+		{Script: "echo first; exit 1"},
+		{Script: "echo second-step-ran"},
+	}})
+	out, err := runAgent(t, context.Background(), e.config(t))
+	if err != nil {
+		t.Fatalf("Run: %v (a failed job is still a job done)", err)
+	}
+	if out.Result != pipelines.ResultFailed {
+		t.Errorf("Outcome result = %s, want failed", out.Result)
+	}
+	if got := e.srv.WaitJob(t, job.ID, testTimeout); got.Result != pipelines.ResultFailed {
+		t.Errorf("server says the job %s, want failed", got.Result)
+	}
+	log := e.jobLog(t, job.ID)
+	if !strings.Contains(log, "exited with code '1'") {
+		t.Errorf("job log does not say how the step failed:\n%s", log)
+	}
+	if strings.Contains(log, "second-step-ran") {
+		t.Errorf("the step after a failure ran:\n%s", log)
+	}
+	var results []pipelines.TaskResult
+	for _, r := range e.records(t, job.ID) {
+		if r.ParentID != nil && r.Result != nil {
+			results = append(results, *r.Result)
+		}
+	}
+	if !(len(results) == 2 && (results[0] == pipelines.ResultFailed && results[1] == pipelines.ResultSkipped || results[1] == pipelines.ResultFailed && results[0] == pipelines.ResultSkipped)) {
+		t.Errorf("step results = %v, want one failed and one skipped", results)
+	}
+}
+
+func TestSecretsAndTheJobTokenNeverLeak(t *testing.T) {
+	e := newEnv(t)
+	const secret = "s3cr3t-V@lue"
+	job := e.queue(t, jobapi.JobSpec{
+		Variables: map[string]pipelines.VariableValue{
+			"db.password":              {Value: secret, IsSecret: true},
+			"system.enableAccessToken": {Value: "true"},
+		},
+		Steps: []jobapi.Step{{Script: strings.Join([]string{
+			`echo "macro=$(db.password)"`,
+			`echo "env=${DB_PASSWORD:-not-exported}"`,
+			`echo "reversed=$(echo '$(db.password)' | rev | rev)"`,
+			`echo "token-length=${#SYSTEM_ACCESSTOKEN}"`,
+			`echo "token=$SYSTEM_ACCESSTOKEN"`,
+		}, "\n")}},
+	})
+	cfg := e.config(t)
+	if _, err := runAgent(t, context.Background(), cfg); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	e.srv.WaitJob(t, job.ID, testTimeout)
+	log := e.jobLog(t, job.ID)
+	for _, want := range []string{"macro=***", "env=not-exported", "reversed=***", "token=***"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("job log lacks %q:\n%s", want, log)
+		}
+	}
+	if strings.Contains(log, "token-length=0") {
+		t.Errorf("system.enableAccessToken did not export SYSTEM_ACCESSTOKEN:\n%s", log)
+	}
+	tokens := e.store.jobTokens()
+	if len(tokens) != 1 {
+		t.Fatalf("server handed out %d job tokens, want 1", len(tokens))
+	}
+	leaks := map[string]string{"job log": log, "agent log": e.logs.String()}
+	for _, r := range e.records(t, job.ID) {
+		b, _ := json.Marshal(r)
+		leaks["timeline record "+r.Name] = string(b)
+	}
+	for where, text := range leaks {
+		for name, value := range map[string]string{"the secret": secret, "the job token": tokens[0]} {
+			if strings.Contains(text, value) {
+				t.Errorf("%s holds %s", where, name)
+			}
+		}
+	}
+	assertNoFiles(t, cfg.WorkDir)
+}
+
+// The server only queues CmdLine@2 and Bash@3, so this test takes the real
+// job message from the real server and swaps in a task the agent does not
+// know, as Azure DevOps could send.
+func TestUnknownTaskFailsItsStep(t *testing.T) {
+	e := newEnv(t)
+	job := e.queue(t, jobapi.JobSpec{Steps: []jobapi.Step{{Script: "echo should-not-run"}}})
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	cfg := e.config(t).withDefaults()
+	key, err := e.files.Key.PrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newListener(cfg, e.files, key)
+	if err := l.refreshToken(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.openSession(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer l.closeSession(ctx)
+	msg, err := waitForJob(ctx, l, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg.Steps[0].Reference = pipelines.TaskStepReference{ID: "e213ff0f-5d5c-4791-802d-52ea3e7be1f1", Name: "PowerShell", Version: "2.247.1"}
+	dirs, err := makeWorkDirs(cfg.WorkDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	result, err := runJob(ctx, cfg, l, msg, dirs)
+	if err != nil {
+		t.Fatalf("runJob: %v", err)
+	}
+	if result != pipelines.ResultFailed {
+		t.Errorf("result = %s, want failed", result)
+	}
+	if got := e.srv.WaitJob(t, job.ID, testTimeout); got.Result != pipelines.ResultFailed {
+		t.Errorf("server says the job %s, want failed", got.Result)
+	}
+	log := e.jobLog(t, job.ID)
+	if !strings.Contains(log, "PowerShell@2") || strings.Contains(log, "should-not-run") {
+		t.Errorf("job log should name PowerShell@2 and not run the script:\n%s", log)
+	}
+}
+
+func TestCancellation(t *testing.T) {
+	tests := []struct {
+		name   string
+		cancel func(e *env, ctxCancel context.CancelFunc, job *jobapi.Job)
+	}{
+		{"JobCancellation message", func(e *env, _ context.CancelFunc, job *jobapi.Job) {
+			body, _ := json.Marshal(pipelines.JobCancelMessage{JobID: job.JobID, Timeout: "00:00:05"})
+			e.store.inject(store.Message{ID: 1 << 40, AgentID: e.files.Settings.AgentID, Type: pipelines.MessageTypeJobCancellation, Body: body})
+		}},
+		{"agent stopping (SIGTERM)", func(_ *env, ctxCancel context.CancelFunc, _ *jobapi.Job) { ctxCancel() }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			job := e.queue(t, jobapi.JobSpec{Steps: []jobapi.Step{
+				{Script: "echo started; sleep 300; echo not-reached"},
+				{Script: "echo second-step-ran"},
+			}})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			type result struct {
+				out Outcome
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				out, err := runAgent(t, ctx, e.config(t))
+				done <- result{out, err}
+			}()
+			e.waitForLog(t, job.ID, "started")
+			tt.cancel(e, cancel, job)
+			r := <-done
+			if r.err != nil || r.out.Result != pipelines.ResultCanceled {
+				t.Fatalf("Run = %+v, %v; want a canceled job and no error", r.out, r.err)
+			}
+			if got := e.srv.WaitJob(t, job.ID, testTimeout); got.Result != pipelines.ResultCanceled {
+				t.Errorf("server says the job %s, want canceled", got.Result)
+			}
+			log := e.jobLog(t, job.ID)
+			if strings.Contains(log, "not-reached") || strings.Contains(log, "second-step-ran") {
+				t.Errorf("the job went on after it was canceled:\n%s", log)
+			}
+		})
+	}
+}
+
+func TestLeavesWithoutAJob(t *testing.T) {
+	tests := []struct {
+		name     string
+		setup    func(t *testing.T, e *env, cfg *Config)
+		during   func(t *testing.T, e *env) // runs while the agent listens
+		want     error
+		wantCode int
+		wantText string
+	}{
+		{
+			name:     "idle timeout",
+			setup:    func(_ *testing.T, _ *env, cfg *Config) { cfg.IdleTimeout = 300 * time.Millisecond },
+			want:     ErrIdleTimeout,
+			wantCode: ExitIdleTimeout,
+		},
+		{
+			name:     "deregistered while listening",
+			during:   func(t *testing.T, e *env) { e.deleteAgentWhenOnline(t) },
+			want:     ErrDeregistered,
+			wantCode: ExitDeregistered,
+		},
+		{
+			name: "deregistered before start",
+			setup: func(t *testing.T, e *env, _ *Config) {
+				if err := e.srv.Admin.DeleteAgent(context.Background(), e.files.Settings.PoolID, e.files.Settings.AgentID); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want:     ErrDeregistered,
+			wantCode: ExitDeregistered,
+		},
+		{
+			name: "key not registered",
+			setup: func(t *testing.T, e *env, _ *Config) {
+				other, err := agentcrypto.GenerateKey()
+				if err != nil {
+					t.Fatal(err)
+				}
+				f := e.files
+				f.Key = agentcrypto.ParametersOf(other)
+				if err := pipelines.WriteAgentDir(e.dir, f); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want:     ErrCredentialsRejected,
+			wantCode: ExitCredentialsRejected,
+		},
+		{
+			name: "server unreachable",
+			setup: func(t *testing.T, e *env, cfg *Config) {
+				ln, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				dead := "http://" + ln.Addr().String()
+				ln.Close()
+				f := e.files
+				f.Settings.ServerURL = dead
+				f.Credentials.Data.AuthorizationURL = dead + server.TokenPath
+				f.Credentials.Data.OAuthEndpointURL = ""
+				if err := pipelines.WriteAgentDir(e.dir, f); err != nil {
+					t.Fatal(err)
+				}
+				cfg.RetryTimeout = time.Second
+			},
+			wantCode: ExitError,
+			wantText: "server unreachable after retrying",
+		},
+		{
+			name: "bad agent files",
+			setup: func(t *testing.T, e *env, _ *Config) {
+				if err := os.WriteFile(filepath.Join(e.dir, pipelines.CredentialsFile), []byte("{"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want:     ErrConfig,
+			wantCode: ExitBadConfiguration,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			cfg := e.config(t)
+			if tt.setup != nil {
+				tt.setup(t, e, &cfg)
+			}
+			done := make(chan error, 1)
+			go func() {
+				_, err := runAgent(t, context.Background(), cfg)
+				done <- err
+			}()
+			if tt.during != nil {
+				tt.during(t, e)
+			}
+			err := <-done
+			if tt.want != nil && !errors.Is(err, tt.want) {
+				t.Fatalf("Run error = %v, want %v", err, tt.want)
+			}
+			if code := ExitCode(err); code != tt.wantCode {
+				t.Errorf("exit code = %d (%v), want %d", code, err, tt.wantCode)
+			}
+			if tt.wantText != "" && (err == nil || !strings.Contains(err.Error(), tt.wantText)) {
+				t.Errorf("error = %v, want it to say %q", err, tt.wantText)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error %q spans lines", err)
+			}
+		})
+	}
+}
+
+// deleteAgentWhenOnline waits until the agent has a session, then deletes
+// its registration as the operator does.
+func (e *env) deleteAgentWhenOnline(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	s := e.files.Settings
+	deadline := time.Now().Add(testTimeout)
+	for {
+		a, err := e.srv.Admin.GetAgent(ctx, s.PoolID, s.AgentID)
+		if err == nil && a.Status == pipelines.AgentOnline {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent never came online (last error %v)", err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling the server
+	}
+	if err := e.srv.Admin.DeleteAgent(ctx, s.PoolID, s.AgentID); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,616 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/google/uuid"
+
+	"github.com/agentry-dev/agentry/internal/pipelines"
+)
+
+// Why a job stopped before its steps were done (the cause of its context).
+var (
+	errCanceledByServer = errors.New("the server canceled the job")
+	errAgentStopping    = errors.New("the agent was asked to stop")
+	errJobGone          = errors.New("the server no longer has the job request")
+	errLockLost         = errors.New("the job-request lock could not be renewed in time")
+	errStepTimeout      = errors.New("step timed out")
+)
+
+// stopResult is the job's result when its context ended early, or "".
+func stopResult(ctx context.Context) pipelines.TaskResult {
+	if ctx.Err() == nil {
+		return ""
+	}
+	if errors.Is(context.Cause(ctx), errLockLost) {
+		return pipelines.ResultAbandoned
+	}
+	return pipelines.ResultCanceled
+}
+
+// Budgets for reporting calls: the live view gives up quickly, records and
+// logs retry a while, the final result retries for Config.RetryTimeout.
+const (
+	feedCallTimeout = 30 * time.Second
+	recordBudget    = time.Minute
+	logChunk        = 4 << 20
+)
+
+// logTime is the timestamp before each line of an uploaded log, as in
+// Microsoft's agent.
+const logTime = "2006-01-02T15:04:05.0000000Z07:00"
+
+// workDirs are the folders of a job under the work folder.
+type workDirs struct {
+	work, temp, sources, diag string
+}
+
+func makeWorkDirs(work string) (workDirs, error) {
+	d := workDirs{work: work, temp: filepath.Join(work, "_temp"), sources: filepath.Join(work, "s"), diag: filepath.Join(work, "_diag")}
+	for _, p := range []string{d.temp, d.sources, d.diag} {
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			return workDirs{}, err
+		}
+	}
+	if err := os.Chmod(d.diag, 0o700); err != nil {
+		return workDirs{}, err
+	}
+	return d, nil
+}
+
+// jobRunner runs one job and reports it with the job token.
+type jobRunner struct {
+	cfg      Config
+	log      logr.Logger
+	l        *listener
+	job      *pipelines.AgentJobRequestMessage
+	reporter *pipelines.Client // job token
+	mask     *Masker
+	vars     map[string]pipelines.VariableValue
+	env      []string
+	dirs     workDirs
+	// reportCtx outlives cancellation of the job: a canceled job is still reported.
+	reportCtx context.Context
+
+	feedWarned atomic.Bool
+}
+
+// runJob renews the job's lock, runs its steps and reports its result. It
+// returns an error only when the job could not start (the first renewal
+// failed) or its result could not be reported.
+func runJob(ctx context.Context, cfg Config, l *listener, job *pipelines.AgentJobRequestMessage, dirs workDirs) (pipelines.TaskResult, error) {
+	log := cfg.Log.WithValues("jobId", job.JobID, "requestId", job.RequestID)
+	tokenURL, token, _ := job.JobToken()
+	jr := &jobRunner{cfg: cfg, log: log, l: l, job: job, dirs: dirs, reportCtx: context.WithoutCancel(ctx)}
+	jr.reporter = pipelines.NewClient(tokenURL, pipelines.BearerToken(token), cfg.HTTPClient)
+	jr.reporter.UserAgent = l.client.UserAgent
+	jr.vars = jobVariables(job, l.files.Settings, cfg.Version, dirs)
+	var bad []int
+	jr.mask, bad = NewMasker(append(secretValues(jr.vars), token), job.Mask, jr.vars)
+	if len(bad) > 0 {
+		log.Info("Ignoring mask hints that are not usable patterns", "hintIndexes", bad)
+	}
+	jr.env = StepEnv(os.Environ(), jr.vars, token)
+
+	log.Info("Renewing the job-request lock before the first step")
+	lock, err := l.renew(ctx, cfg.RetryTimeout, job.RequestID)
+	if err != nil {
+		return "", err
+	}
+
+	jobCtx, stop := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer stop(nil)
+	defer context.AfterFunc(ctx, func() { stop(errAgentStopping) })()
+
+	watchCtx, stopWatching := context.WithCancel(context.WithoutCancel(ctx))
+	var watchers sync.WaitGroup
+	watchers.Go(func() { jr.keepLock(watchCtx, lockedUntil(lock, cfg.Clock.Now()), stop) })
+	watchers.Go(func() { jr.watchForCancel(watchCtx, stop) })
+	defer func() {
+		stopWatching()
+		watchers.Wait()
+	}()
+
+	result := jr.run(jobCtx)
+	if cause := context.Cause(jobCtx); cause != nil {
+		log.Info("The job stopped early", "reason", cause.Error())
+	}
+	log.Info("Reporting the job result", "result", result)
+	return result, jr.complete(result)
+}
+
+// jobVariables are the job's variables plus the ones the agent defines
+// about itself and its folders (which win).
+func jobVariables(job *pipelines.AgentJobRequestMessage, s pipelines.AgentSettings, version string, d workDirs) map[string]pipelines.VariableValue {
+	vars := maps.Clone(job.Variables)
+	if vars == nil {
+		vars = map[string]pipelines.VariableValue{}
+	}
+	set := func(name, value string) {
+		for n := range vars {
+			if strings.EqualFold(n, name) {
+				delete(vars, n)
+			}
+		}
+		vars[name] = pipelines.VariableValue{Value: value, IsReadOnly: true}
+	}
+	collection, _, _ := job.JobToken()
+	for name, value := range map[string]string{
+		"agent.name":                         s.AgentName,
+		"agent.id":                           strconv.Itoa(s.AgentID),
+		"agent.os":                           osName(),
+		"agent.osArchitecture":               osArchitecture(),
+		"agent.version":                      version,
+		"agent.workFolder":                   d.work,
+		"agent.buildDirectory":               d.work,
+		"agent.tempDirectory":                d.temp,
+		"agent.jobName":                      job.JobDisplayName,
+		"build.sourcesDirectory":             d.sources,
+		"system.defaultWorkingDirectory":     d.sources,
+		"system.jobId":                       job.JobID,
+		"system.jobDisplayName":              job.JobDisplayName,
+		"system.planId":                      job.Plan.PlanID,
+		"system.timelineId":                  job.Timeline.ID,
+		"system.teamFoundationCollectionUri": collection,
+		"TF_BUILD":                           "True",
+	} {
+		set(name, value)
+	}
+	return vars
+}
+
+func lockedUntil(req *pipelines.TaskAgentJobRequest, now time.Time) time.Time {
+	if req != nil && req.LockedUntil != nil {
+		return *req.LockedUntil
+	}
+	return now.Add(10 * time.Minute)
+}
+
+// keepLock renews the job-request lock every RenewInterval. When renewals
+// keep failing until 5 minutes past the lock's end, or the server no longer
+// has the request, the job is stopped.
+func (jr *jobRunner) keepLock(ctx context.Context, until time.Time, stop context.CancelCauseFunc) {
+	clock := jr.cfg.Clock
+	wait := jr.cfg.RenewInterval
+	for failures := 0; ; {
+		select {
+		case <-ctx.Done():
+			return
+		case <-clock.After(wait):
+		}
+		req, err := jr.l.renew(ctx, 0, jr.job.RequestID)
+		switch {
+		case err == nil:
+			failures, wait = 0, jr.cfg.RenewInterval
+			until = lockedUntil(req, clock.Now())
+		case ctx.Err() != nil:
+			return
+		case pipelines.StatusCode(err) == http.StatusNotFound, errors.Is(err, ErrDeregistered),
+			pipelines.IsTypeKey(err, pipelines.TypeKeyJobRequestNotFound), pipelines.IsTypeKey(err, pipelines.TypeKeyJobNotFound):
+			jr.log.Error(err, "Stopping the job: the server no longer has its request")
+			stop(errJobGone)
+			return
+		case clock.Now().After(until.Add(5 * time.Minute)):
+			jr.log.Error(err, "Stopping the job: the lock expired and could not be renewed")
+			stop(errLockLost)
+			return
+		default:
+			jr.log.Error(err, "Could not renew the job-request lock; retrying")
+			wait = Backoff(failures, rand.Float64())
+			failures++
+		}
+	}
+}
+
+// watchForCancel keeps polling the queue while the job runs and stops the
+// job when a cancellation for it arrives.
+func (jr *jobRunner) watchForCancel(ctx context.Context, stop context.CancelCauseFunc) {
+	for ctx.Err() == nil {
+		msg, err := jr.l.nextMessage(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			jr.log.Error(err, "Stopped listening for a cancellation")
+			return
+		case msg == nil:
+			continue
+		}
+		switch {
+		case strings.EqualFold(msg.MessageType, pipelines.MessageTypeJobCancellation):
+			jr.l.ack(ctx, msg)
+			c, err := decodeCancel(msg, jr.l.currentSessionKey())
+			if err != nil {
+				// It can only be meant for the one job this agent runs.
+				jr.log.Error(err, "Cancellation message is unreadable; canceling anyway")
+			}
+			if err != nil || c.JobID == "" || strings.EqualFold(c.JobID, jr.job.JobID) {
+				jr.log.Info("Canceling the job: the server asked to")
+				stop(errCanceledByServer)
+			}
+		case strings.EqualFold(msg.MessageType, pipelines.MessageTypeJobRequest):
+			// Not acknowledged, so the server can give it to another agent.
+			jr.log.Info("Leaving a second job request alone: this agent runs one job", "messageId", msg.MessageID)
+			select {
+			case <-ctx.Done():
+			case <-jr.cfg.Clock.After(30 * time.Second):
+			}
+		default:
+			jr.l.ack(ctx, msg)
+			jr.log.Info("Ignoring a message", "messageType", msg.MessageType)
+		}
+	}
+}
+
+// run runs the steps in order and returns the job's result.
+func (jr *jobRunner) run(ctx context.Context) pipelines.TaskResult {
+	job := jr.job
+	start := jr.now()
+	name := job.JobDisplayName
+	if name == "" {
+		name = job.JobName
+	}
+	jobRec := pipelines.TimelineRecord{
+		ID: job.JobID, Type: "Job", Name: name, RefName: job.JobName, WorkerName: jr.l.files.Settings.AgentName,
+		State: ptr(pipelines.StateInProgress), StartTime: &start, Order: ptr(1),
+	}
+	records := make([]pipelines.TimelineRecord, len(job.Steps))
+	for i, s := range job.Steps {
+		id := s.ID
+		if id == "" {
+			id = uuid.NewString()
+		}
+		records[i] = pipelines.TimelineRecord{
+			ID: id, ParentID: &job.JobID, Type: "Task", Name: stepName(s), RefName: s.Name,
+			Order: ptr(i + 1), State: ptr(pipelines.StatePending),
+		}
+	}
+	jr.updateRecords(append([]pipelines.TimelineRecord{jobRec}, records...)...)
+
+	failed := false
+	var results []pipelines.TaskResult
+	for i, s := range job.Steps {
+		rec := &records[i]
+		run, condErr := ShouldRun(s.Condition, failed)
+		var res pipelines.TaskResult
+		switch {
+		case ctx.Err() != nil, s.Enabled != nil && !*s.Enabled:
+			res = jr.skip(rec)
+		case condErr != nil:
+			res = jr.runStep(ctx, s, rec, func(context.Context, pipelines.JobStep, *stepOutput) (pipelines.TaskResult, string) {
+				return pipelines.ResultFailed, condErr.Error()
+			})
+		case !run:
+			res = jr.skip(rec)
+		default:
+			res = jr.runStep(ctx, s, rec, jr.execute)
+		}
+		results = append(results, res)
+		if res == pipelines.ResultFailed || res == pipelines.ResultCanceled {
+			failed = true
+		}
+	}
+
+	stop := stopResult(ctx)
+	result := JobResult(results, stop)
+	finish := jr.now()
+	jobRec.State, jobRec.FinishTime, jobRec.Result = ptr(pipelines.StateCompleted), &finish, &result
+	if stop != "" {
+		jobRec.Issues = []pipelines.Issue{{Type: "error", Message: context.Cause(ctx).Error()}}
+		jobRec.ErrorCount = ptr(1)
+	}
+	jr.updateRecords(jobRec)
+	return result
+}
+
+func stepName(s pipelines.JobStep) string {
+	switch {
+	case s.DisplayName != "":
+		return s.DisplayName
+	case s.Name != "":
+		return s.Name
+	}
+	return TaskLabel(s.Reference)
+}
+
+func (jr *jobRunner) skip(rec *pipelines.TimelineRecord) pipelines.TaskResult {
+	res := pipelines.ResultSkipped
+	rec.State, rec.Result = ptr(pipelines.StateCompleted), &res
+	jr.updateRecords(*rec)
+	return res
+}
+
+// stepBody does a step's work, writing to out; it returns the step's result
+// and, when it did not succeed, a one-line reason.
+type stepBody func(ctx context.Context, s pipelines.JobStep, out *stepOutput) (pipelines.TaskResult, string)
+
+// runStep wraps a step's work in its timeline record, live feed and log.
+func (jr *jobRunner) runStep(ctx context.Context, s pipelines.JobStep, rec *pipelines.TimelineRecord, body stepBody) pipelines.TaskResult {
+	start := jr.now()
+	rec.State, rec.StartTime = ptr(pipelines.StateInProgress), &start
+	out := newStepOutput(jr.mask, jr.cfg.Clock, jr.dirs.diag)
+	defer out.close()
+	var taskLog *pipelines.TaskLog
+	err := jr.report("creating a log", recordBudget, func(ctx context.Context) error {
+		var err error
+		taskLog, err = jr.reporter.CreateLog(ctx, jr.job.Plan, "logs/"+rec.ID)
+		return err
+	})
+	if err == nil {
+		rec.Log = &pipelines.TaskLogReference{ID: taskLog.ID}
+	}
+	jr.updateRecords(*rec)
+
+	feedDone, feedStopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(feedStopped)
+		jr.streamFeed(rec.ID, out.feed, feedDone)
+	}()
+	out.line("##[section]Starting: " + rec.Name)
+	res, issue := body(ctx, s, out)
+	if issue != "" {
+		out.line("##[error]" + issue)
+	}
+	if res == pipelines.ResultFailed && s.ContinueOnError {
+		res = pipelines.ResultSucceededWithIssues
+	}
+	out.line("##[section]Finishing: " + rec.Name)
+	close(feedDone)
+	<-feedStopped
+	if rec.Log != nil {
+		jr.uploadLog(rec.Log.ID, out)
+	}
+
+	finish := jr.now()
+	rec.State, rec.FinishTime, rec.Result = ptr(pipelines.StateCompleted), &finish, &res
+	if issue != "" {
+		rec.Issues = []pipelines.Issue{{Type: "error", Message: jr.mask.Mask(issue)}}
+		rec.ErrorCount = ptr(1)
+	}
+	jr.updateRecords(*rec)
+	return res
+}
+
+// execute runs a script step.
+func (jr *jobRunner) execute(ctx context.Context, s pipelines.JobStep, out *stepOutput) (pipelines.TaskResult, string) {
+	task, err := resolveTask(s.Reference, s.Inputs)
+	if err != nil {
+		return pipelines.ResultFailed, err.Error()
+	}
+	dir := jr.dirs.sources
+	if wd := strings.TrimSpace(ExpandMacros(input(s.Inputs, "workingDirectory"), jr.vars)); wd != "" {
+		if !filepath.IsAbs(wd) {
+			wd = filepath.Join(jr.dirs.sources, wd)
+		}
+		dir = wd
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return pipelines.ResultFailed, fmt.Sprintf("The working directory %s does not exist.", dir)
+	}
+	script, err := writeScript(jr.dirs.temp, ExpandMacros(input(s.Inputs, "script"), jr.vars))
+	if err != nil {
+		return pipelines.ResultFailed, fmt.Sprintf("Could not write the script: %v", err)
+	}
+	defer os.Remove(script)
+
+	stepCtx := ctx
+	if s.TimeoutInMinutes > 0 {
+		var cancel context.CancelFunc
+		stepCtx, cancel = context.WithTimeoutCause(ctx, time.Duration(s.TimeoutInMinutes)*time.Minute, errStepTimeout)
+		defer cancel()
+	}
+	var wroteStderr atomic.Bool
+	code, err := process{
+		argv: append(task.argv, script), dir: dir, env: jr.env, grace: jr.cfg.CancelGrace, clock: jr.cfg.Clock,
+		stdout: out.line,
+		stderr: func(line string) { wroteStderr.Store(true); out.line(line) },
+	}.run(stepCtx)
+	switch {
+	case err != nil:
+		return pipelines.ResultFailed, fmt.Sprintf("Could not start %s: %v", task.name, err)
+	case ctx.Err() != nil:
+		return pipelines.ResultCanceled, "The step was canceled: " + context.Cause(ctx).Error() + "."
+	case stepCtx.Err() != nil:
+		return pipelines.ResultFailed, fmt.Sprintf("The step timed out after %d minutes.", s.TimeoutInMinutes)
+	case code == -1:
+		return pipelines.ResultFailed, task.name + " was killed by a signal."
+	case code != 0:
+		return pipelines.ResultFailed, fmt.Sprintf("%s exited with code '%d'.", task.name, code)
+	case wroteStderr.Load() && isTrue(input(s.Inputs, "failOnStderr")):
+		return pipelines.ResultFailed, task.name + " wrote one or more lines to the standard error stream."
+	}
+	return pipelines.ResultSucceeded, ""
+}
+
+// input reads a task input; names are matched ignoring case.
+func input(inputs map[string]string, name string) string {
+	if v, ok := inputs[name]; ok {
+		return v
+	}
+	for k, v := range inputs {
+		if strings.EqualFold(k, name) {
+			return v
+		}
+	}
+	return ""
+}
+
+func isTrue(s string) bool { return strings.EqualFold(strings.TrimSpace(s), "true") }
+
+func writeScript(dir, script string) (string, error) {
+	f, err := os.CreateTemp(dir, "*.sh")
+	if err != nil {
+		return "", err
+	}
+	if !strings.HasSuffix(script, "\n") {
+		script += "\n"
+	}
+	_, err = f.WriteString(script)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
+}
+
+// complete reports the job's result: a JobCompleted event for plans of
+// version 8 and later, a job-request PATCH before that.
+func (jr *jobRunner) complete(result pipelines.TaskResult) error {
+	if jr.job.Plan.Version >= pipelines.JobCompletedPlanVersion {
+		ev := pipelines.JobEvent{Name: pipelines.JobCompletedEvent, JobID: jr.job.JobID, RequestID: jr.job.RequestID, Result: result}
+		err := retryTransient(jr.reportCtx, jr.cfg.Clock, jr.cfg.RetryTimeout, func(ctx context.Context) error {
+			return jr.reporter.RaisePlanEvent(ctx, jr.job.Plan, ev)
+		})
+		if err != nil {
+			return fmt.Errorf("reporting the job result: %w", err)
+		}
+		return nil
+	}
+	return jr.l.finish(jr.reportCtx, jr.job.RequestID, result)
+}
+
+// report calls the server with the job token, retrying transient failures
+// within budget. Failures are logged and returned; they do not fail the job.
+func (jr *jobRunner) report(doing string, budget time.Duration, fn func(context.Context) error) error {
+	err := retryTransient(jr.reportCtx, jr.cfg.Clock, budget, fn)
+	if err != nil {
+		jr.log.Error(err, "Could not report to the server", "doing", doing)
+	}
+	return err
+}
+
+func (jr *jobRunner) updateRecords(recs ...pipelines.TimelineRecord) {
+	_ = jr.report("updating the timeline", recordBudget, func(ctx context.Context) error {
+		return jr.reporter.UpdateTimelineRecords(ctx, jr.job.Plan, jr.job.Timeline.ID, recs)
+	})
+}
+
+func (jr *jobRunner) uploadLog(logID int, out *stepOutput) {
+	content, size, err := out.content()
+	if err != nil {
+		jr.log.Error(err, "Could not read back a step's log")
+		return
+	}
+	// In chunks: each POST appends, and none is too large for a server to take.
+	for off := int64(0); off < size; off += logChunk {
+		chunk := io.NewSectionReader(content, off, min(logChunk, size-off))
+		err := jr.report("uploading a log", recordBudget, func(ctx context.Context) error {
+			if _, err := chunk.Seek(0, io.SeekStart); err != nil {
+				return permanent(err)
+			}
+			return jr.reporter.UploadLog(ctx, jr.job.Plan, logID, chunk)
+		})
+		if err != nil {
+			return
+		}
+	}
+}
+
+// streamFeed sends a step's new console lines every FeedInterval, and the
+// rest when done closes. The live view is best effort: a failed batch is
+// dropped (the uploaded log has every line).
+func (jr *jobRunner) streamFeed(stepID string, buf *feedBuffer, done <-chan struct{}) {
+	send := func() {
+		first, lines := buf.take()
+		for _, batch := range FeedBatches(stepID, first, lines) {
+			ctx, cancel := context.WithTimeout(jr.reportCtx, feedCallTimeout)
+			err := jr.reporter.AppendFeed(ctx, jr.job.Plan, jr.job.Timeline.ID, jr.job.JobID, batch)
+			cancel()
+			if err != nil {
+				if !jr.feedWarned.Swap(true) {
+					jr.log.Error(err, "Could not send live console lines; the uploaded log will have them")
+				}
+				return
+			}
+		}
+	}
+	for {
+		select {
+		case <-done:
+			send()
+			return
+		case <-jr.cfg.Clock.After(jr.cfg.FeedInterval):
+			send()
+		}
+	}
+}
+
+func (jr *jobRunner) now() time.Time { return jr.cfg.Clock.Now().UTC() }
+
+func ptr[T any](v T) *T { return &v }
+
+// stepOutput takes a step's console lines: each is masked, then kept for
+// the live feed and appended to the step's full log in a private file.
+type stepOutput struct {
+	mask  *Masker
+	clock Clock
+	feed  *feedBuffer
+
+	mu   sync.Mutex
+	file *os.File
+	w    *bufio.Writer
+	err  error
+}
+
+func newStepOutput(mask *Masker, clock Clock, dir string) *stepOutput {
+	o := &stepOutput{mask: mask, clock: clock, feed: newFeedBuffer()}
+	o.file, o.err = os.CreateTemp(dir, "step-*.log")
+	if o.err == nil {
+		o.w = bufio.NewWriter(o.file)
+	}
+	return o
+}
+
+func (o *stepOutput) line(s string) {
+	for _, l := range strings.Split(s, "\n") {
+		l = o.mask.Mask(l)
+		o.feed.add(l)
+		o.mu.Lock()
+		if o.err == nil {
+			_, o.err = fmt.Fprintf(o.w, "%s %s\n", o.clock.Now().UTC().Format(logTime), l)
+		}
+		o.mu.Unlock()
+	}
+}
+
+// content returns the log written so far.
+func (o *stepOutput) content() (io.ReaderAt, int64, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.err == nil {
+		o.err = o.w.Flush()
+	}
+	if o.err != nil {
+		return nil, 0, o.err
+	}
+	fi, err := o.file.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	return o.file, fi.Size(), nil
+}
+
+func (o *stepOutput) close() {
+	if o.file != nil {
+		o.file.Close()
+		os.Remove(o.file.Name())
+	}
+}

@@ -1,0 +1,362 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/agentry-dev/agentry/internal/jobapi"
+	"github.com/agentry-dev/agentry/internal/pipelines"
+	"github.com/agentry-dev/agentry/internal/server/store"
+)
+
+// Defaults of Config.
+const (
+	DefaultLongPoll              = 50 * time.Second
+	DefaultListenerTokenLifetime = time.Hour
+	DefaultJobLock               = 10 * time.Minute
+	DefaultSessionIdleTimeout    = 3 * time.Minute
+)
+
+// TokenPath is the token endpoint; its absolute URL is every agent's
+// authorizationUrl.
+const TokenPath = "/_apis/oauth2/token"
+
+// Config configures a Server. Only AdminToken is required.
+type Config struct {
+	// AdminToken is the pool-admin credential (Basic with any user, or Bearer).
+	AdminToken string
+	// PublicURL is the base URL agents are told to use (authorizationUrl,
+	// the SystemVssConnection endpoint). Empty: derived from each request's
+	// scheme and Host.
+	PublicURL string
+	// Store holds the state; nil means a fresh store.NewMemory().
+	Store store.Store
+	// Log receives the server's logs; it never gets a token or a key.
+	Log logr.Logger
+	// LongPoll is how long GET …/messages waits for a message before it
+	// answers 202 with no body.
+	LongPoll time.Duration
+	// ListenerTokenLifetime is how long a listener token is valid.
+	ListenerTokenLifetime time.Duration
+	// JobLock is how far a renewal moves a job request's lockedUntil.
+	JobLock time.Duration
+	// SessionIdleTimeout is how long an unused session blocks a new one
+	// for the same agent (a crashed agent's session does not lock it out).
+	SessionIdleTimeout time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server is agentry-server's HTTP API. It is an http.Handler; Run serves
+// it on a listener.
+type Server struct {
+	cfg            Config
+	store          store.Store
+	log            logr.Logger
+	adminTokenHash [32]byte
+	mux            *http.ServeMux
+	changes        *notifier
+	assertions     *replayCache
+
+	closeOnce sync.Once
+	closing   chan struct{}
+
+	// onLongPollWait, when set (by tests), is called each time a long-poll
+	// of the agent starts waiting for a change.
+	onLongPollWait atomic.Pointer[func(agentID int)]
+}
+
+// New checks cfg, fills in its defaults and returns a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.AdminToken == "" {
+		return nil, errors.New("an admin token is required")
+	}
+	if cfg.PublicURL != "" {
+		u, err := url.Parse(cfg.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return nil, fmt.Errorf("public URL %q: want http(s)://host[:port][/path]", cfg.PublicURL)
+		}
+		cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
+	}
+	if cfg.Store == nil {
+		cfg.Store = store.NewMemory()
+	}
+	if cfg.Log.GetSink() == nil {
+		cfg.Log = logr.Discard()
+	}
+	if cfg.LongPoll <= 0 {
+		cfg.LongPoll = DefaultLongPoll
+	}
+	if cfg.ListenerTokenLifetime <= 0 {
+		cfg.ListenerTokenLifetime = DefaultListenerTokenLifetime
+	}
+	if cfg.JobLock <= 0 {
+		cfg.JobLock = DefaultJobLock
+	}
+	if cfg.SessionIdleTimeout <= 0 {
+		cfg.SessionIdleTimeout = DefaultSessionIdleTimeout
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{
+		cfg:            cfg,
+		store:          cfg.Store,
+		log:            cfg.Log,
+		adminTokenHash: sha256.Sum256([]byte(cfg.AdminToken)),
+		mux:            http.NewServeMux(),
+		changes:        newNotifier(),
+		assertions:     newReplayCache(),
+		closing:        make(chan struct{}),
+	}
+	s.routes()
+	return s, nil
+}
+
+func (s *Server) now() time.Time { return s.cfg.Now().UTC() }
+
+// publicURL is the base URL agents are told to use.
+func (s *Server) publicURL(r *http.Request) string {
+	if s.cfg.PublicURL != "" {
+		return s.cfg.PublicURL
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	host := r.Host
+	if host == "" {
+		host = "localhost"
+	}
+	return scheme + "://" + host
+}
+
+const (
+	dt        = "/_apis/distributedtask"
+	pool      = dt + "/pools/{poolId}"
+	plan      = "/{scope}" + dt + "/hubs/{hub}/plans/{planId}"
+	jobsRoute = jobapi.JobsPath
+)
+
+func (s *Server) routes() {
+	m := s.mux
+	// Pool administration and the job API: admin token.
+	m.Handle("GET "+dt+"/pools", s.admin(s.listPools))
+	m.Handle("POST "+dt+"/pools", s.admin(s.createPool))
+	m.Handle("GET "+pool, s.admin(s.getPool))
+	m.Handle("GET "+pool+"/agents", s.admin(s.listAgents))
+	m.Handle("POST "+pool+"/agents", s.admin(s.addAgent))
+	m.Handle("GET "+pool+"/agents/{agentId}", s.admin(s.getAgent))
+	m.Handle("PUT "+pool+"/agents/{agentId}", s.admin(s.replaceAgent))
+	m.Handle("DELETE "+pool+"/agents/{agentId}", s.admin(s.deleteAgent))
+	m.Handle("GET "+pool+"/jobrequests", s.admin(s.listJobRequests))
+	m.Handle("POST "+jobsRoute, s.admin(s.queueJob))
+	m.Handle("GET "+jobsRoute, s.admin(s.listJobs))
+	m.Handle("GET "+jobsRoute+"/{id}", s.admin(s.getJob))
+	m.Handle("GET "+jobsRoute+"/{id}/log", s.admin(s.getJobLog))
+
+	// The token endpoint: a client assertion in the body.
+	m.Handle("POST "+TokenPath, s.handle(s.issueListenerToken))
+
+	// The listener: listener token.
+	m.Handle("POST "+pool+"/sessions", s.listener(s.createSession))
+	m.Handle("DELETE "+pool+"/sessions/{sessionId}", s.listener(s.deleteSession))
+	m.Handle("GET "+pool+"/messages", s.listener(s.getMessage))
+	m.Handle("DELETE "+pool+"/messages/{messageId}", s.listener(s.deleteMessage))
+	m.Handle("PATCH "+pool+"/jobrequests/{requestId}", s.listener(s.updateJobRequest))
+
+	// Reporting: job token.
+	m.Handle("PATCH "+plan+"/timelines/{timelineId}/records", s.planRoute(s.updateTimelineRecords))
+	m.Handle("POST "+plan+"/timelines/{timelineId}/records/{recordId}/feed", s.planRoute(s.appendFeed))
+	m.Handle("POST "+plan+"/logs", s.planRoute(s.createLog))
+	m.Handle("POST "+plan+"/logs/{logId}", s.planRoute(s.appendLog))
+	m.Handle("POST "+plan+"/events", s.planRoute(s.raisePlanEvent))
+
+	m.Handle("/", s.handle(func(_ http.ResponseWriter, r *http.Request) error {
+		return errorf(http.StatusNotFound, typeKeyNotFound, "no route for %s %s", r.Method, r.URL.Path)
+	}))
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	s.mux.ServeHTTP(rec, r)
+	// The path names objects, never credentials; the query is left out.
+	s.log.V(1).Info("Served a request", "method", r.Method, "path", r.URL.Path, "status", rec.status,
+		"duration", time.Since(start).Round(time.Microsecond).String())
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// Run serves the API on ln until ctx is done, then answers the waiting
+// long-polls, lets in-flight calls finish (up to 10 s) and returns.
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logr.ToSlogHandler(s.log), slog.LevelError),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.Close()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := hs.Shutdown(shutdownCtx)
+	if serveErr := <-errc; !errors.Is(serveErr, http.ErrServerClosed) && err == nil {
+		err = serveErr
+	}
+	return err
+}
+
+// Close makes every waiting long-poll answer at once with no message, so a
+// shutdown does not wait for them. It is safe to call more than once.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() { close(s.closing) })
+}
+
+// ---- handler plumbing ----
+
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// handle turns a handler's error into its answer.
+func (s *Server) handle(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			var ae *apiError
+			if !errors.As(err, &ae) {
+				s.log.Error(err, "Failed to serve a request", "method", r.Method, "path", r.URL.Path)
+				ae = errorf(http.StatusInternalServerError, "VssServiceException", "internal server error")
+			}
+			writeError(w, ae)
+		}
+	})
+}
+
+func (s *Server) admin(h handlerFunc) http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		if !s.checkAdmin(r) {
+			return unauthorized(pipelines.TypeKeyUnauthorized, "this call needs the admin token (HTTP Basic with an empty user, or Bearer)")
+		}
+		return h(w, r)
+	})
+}
+
+// listener authenticates the agent and checks it is in the pool of the path.
+func (s *Server) listener(h func(w http.ResponseWriter, r *http.Request, a store.Agent) error) http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		a, err := s.listenerAgent(r.Context(), r)
+		if err != nil {
+			return err
+		}
+		poolID, err := parseID("poolId", r.PathValue("poolId"), 32)
+		if err != nil {
+			return err
+		}
+		if int(poolID) != a.PoolID {
+			return errorf(http.StatusNotFound, pipelines.TypeKeyAgentNotFound, "agent %d is not in pool %d", a.ID, poolID)
+		}
+		return h(w, r, a)
+	})
+}
+
+// planRoute authenticates a job token and checks it is for the plan and
+// project of the path.
+func (s *Server) planRoute(h func(w http.ResponseWriter, r *http.Request, j store.Job) error) http.Handler {
+	return s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		j, err := s.tokenJob(r.Context(), r)
+		if err != nil {
+			return err
+		}
+		if !strings.EqualFold(r.PathValue("scope"), ProjectID) || !strings.EqualFold(r.PathValue("planId"), j.PlanID) {
+			return errorf(http.StatusForbidden, pipelines.TypeKeyAccessDenied, "this job token is not valid for plan %s", truncate(r.PathValue("planId"), 64))
+		}
+		return h(w, r, j)
+	})
+}
+
+// ---- change notification for long-polls ----
+
+// notifier wakes the long-polls of a pool when something they wait for may
+// have changed (a job queued, an agent or session gone). A waiter takes the
+// pool's channel before it looks at the store, so no change is missed.
+type notifier struct {
+	mu sync.Mutex
+	ch map[int]chan struct{}
+}
+
+func newNotifier() *notifier { return &notifier{ch: map[int]chan struct{}{}} }
+
+// wait returns a channel closed at the pool's next change.
+func (n *notifier) wait(poolID int) <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	c, ok := n.ch[poolID]
+	if !ok {
+		c = make(chan struct{})
+		n.ch[poolID] = c
+	}
+	return c
+}
+
+func (n *notifier) notify(poolID int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if c, ok := n.ch[poolID]; ok {
+		close(c)
+		delete(n.ch, poolID)
+	}
+}
+
+// replayCache remembers the ids of client assertions already used, until
+// they expire, so a captured assertion cannot be traded twice.
+type replayCache struct {
+	mu   sync.Mutex
+	seen map[string]time.Time
+}
+
+func newReplayCache() *replayCache { return &replayCache{seen: map[string]time.Time{}} }
+
+// use records key and reports whether it was new.
+func (c *replayCache) use(key string, expires, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, exp := range c.seen {
+		if exp.Before(now.Add(-5 * time.Minute)) {
+			delete(c.seen, k)
+		}
+	}
+	if _, ok := c.seen[key]; ok {
+		return false
+	}
+	c.seen[key] = expires
+	return true
+}

@@ -1,0 +1,404 @@
+// Package storetest is the conformance suite every store.Store passes: the
+// in-memory store now, the durable one next. Run it from the
+// implementation's tests with a constructor for a fresh, empty store.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/agentry-dev/agentry/internal/agentcrypto"
+	"github.com/agentry-dev/agentry/internal/jobapi"
+	"github.com/agentry-dev/agentry/internal/pipelines"
+	"github.com/agentry-dev/agentry/internal/server/store"
+)
+
+// Run runs every conformance test against stores made by newStore.
+func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s store.Store)
+	}{
+		{"Pools", testPools},
+		{"Agents", testAgents},
+		{"ValuesAreCopies", testCopies},
+		{"ListenerTokens", testListenerTokens},
+		{"Sessions", testSessions},
+		{"AssignJob", testAssignJob},
+		{"MessagesRedeliveredUntilDeleted", testMessages},
+		{"DeleteAgentRequeuesUnreceivedJob", testDeleteAgentRequeues},
+		{"DeleteAgentAbandonsReceivedJob", testDeleteAgentAbandons},
+		{"RenewAndFinish", testRenewFinish},
+		{"Reporting", testReporting},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
+	}
+}
+
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func must[T any](t *testing.T) func(T, error) T {
+	return func(v T, err error) T {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+}
+
+func wantErr(t *testing.T, err, want error) {
+	t.Helper()
+	if !errors.Is(err, want) {
+		t.Fatalf("got error %v, want %v", err, want)
+	}
+}
+
+func fixture(t *testing.T, s store.Store) (store.Pool, store.Agent) {
+	t.Helper()
+	ctx := context.Background()
+	p := must[store.Pool](t)(s.CreatePool(ctx, "default", t0))
+	a := must[store.Agent](t)(s.CreateAgent(ctx, store.Agent{
+		PoolID: p.ID, Name: "agent-1", ClientID: "c1", Enabled: true, MaxParallelism: 1,
+		PublicKey:          agentcrypto.PublicKey{Exponent: []byte{1, 0, 1}, Modulus: []byte{0xAB, 0xCD}},
+		SystemCapabilities: map[string]string{"Agent.OS": "Linux"},
+		CreatedOn:          t0,
+	}))
+	return p, a
+}
+
+func queue(t *testing.T, s store.Store, poolID int, name string) store.Job {
+	t.Helper()
+	return must[store.Job](t)(s.CreateJob(context.Background(), store.Job{
+		PoolID: poolID, PoolName: "default", JobID: "j-" + name, PlanID: "p-" + name, TimelineID: "t-" + name,
+		Name: name, QueueTime: t0,
+		Spec: jobapi.JobSpec{Pool: "default", Steps: []jobapi.Step{{Script: "echo " + name}}},
+	}))
+}
+
+func assign(t *testing.T, s store.Store, j store.Job, agentID int, hash string) store.Job {
+	t.Helper()
+	return must[store.Job](t)(s.AssignJob(context.Background(), store.Assignment{
+		RequestID: j.RequestID, AgentID: agentID, TokenHash: hash, LockedUntil: t0.Add(10 * time.Minute),
+		MessageType: pipelines.MessageTypeJobRequest, MessageBody: []byte(`{"jobId":"` + j.JobID + `"}`), Now: t0,
+	}))
+}
+
+func testPools(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	a := must[store.Pool](t)(s.CreatePool(ctx, "alpha", t0))
+	b := must[store.Pool](t)(s.CreatePool(ctx, "beta", t0))
+	if a.ID == b.ID || a.ID == 0 {
+		t.Fatalf("pool ids %d, %d: want distinct and non-zero", a.ID, b.ID)
+	}
+	_, err := s.CreatePool(ctx, "ALPHA", t0)
+	wantErr(t, err, store.ErrExists)
+	got := must[[]store.Pool](t)(s.ListPools(ctx))
+	if diff := cmp.Diff([]store.Pool{a, b}, got); diff != "" {
+		t.Errorf("ListPools (-want +got):\n%s", diff)
+	}
+	_, err = s.GetPool(ctx, 999)
+	wantErr(t, err, store.ErrNotFound)
+}
+
+func testAgents(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	p, a := fixture(t, s)
+	if a.ID == 0 {
+		t.Fatal("agent got no id")
+	}
+	_, err := s.CreateAgent(ctx, store.Agent{PoolID: p.ID, Name: "AGENT-1", ClientID: "c2"})
+	wantErr(t, err, store.ErrExists)
+	_, err = s.CreateAgent(ctx, store.Agent{PoolID: 999, Name: "x", ClientID: "c3"})
+	wantErr(t, err, store.ErrNotFound)
+
+	got := must[store.Agent](t)(s.GetAgentByClientID(ctx, "c1"))
+	if diff := cmp.Diff(a, got); diff != "" {
+		t.Errorf("GetAgentByClientID (-want +got):\n%s", diff)
+	}
+	repl := a
+	repl.ClientID, repl.PoolID, repl.Version = "other", 999, "2.0"
+	repl.UserCapabilities = map[string]string{"gpu": "1"}
+	r := must[store.Agent](t)(s.ReplaceAgent(ctx, repl))
+	want := a
+	want.Version, want.UserCapabilities = "2.0", map[string]string{"gpu": "1"}
+	if diff := cmp.Diff(want, r); diff != "" {
+		t.Errorf("ReplaceAgent kept the wrong fields (-want +got):\n%s", diff)
+	}
+	if err := s.SetSystemCapabilities(ctx, a.ID, map[string]string{"Agent.OS": "Windows_NT"}); err != nil {
+		t.Fatal(err)
+	}
+	list := must[[]store.Agent](t)(s.ListAgents(ctx, p.ID))
+	if len(list) != 1 || list[0].SystemCapabilities["Agent.OS"] != "Windows_NT" {
+		t.Errorf("ListAgents = %+v, want the agent with updated capabilities", list)
+	}
+	must[store.AgentDeletion](t)(s.DeleteAgent(ctx, a.ID, t0))
+	_, err = s.GetAgent(ctx, a.ID)
+	wantErr(t, err, store.ErrNotFound)
+	_, err = s.DeleteAgent(ctx, a.ID, t0)
+	wantErr(t, err, store.ErrNotFound)
+}
+
+func testCopies(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	_, a := fixture(t, s)
+	a.SystemCapabilities["Agent.OS"] = "changed"
+	a.PublicKey.Modulus[0] = 0
+	got := must[store.Agent](t)(s.GetAgent(ctx, a.ID))
+	if got.SystemCapabilities["Agent.OS"] != "Linux" || got.PublicKey.Modulus[0] != 0xAB {
+		t.Errorf("changing a returned agent changed the stored one: %+v", got)
+	}
+	j := queue(t, s, a.PoolID, "one")
+	j.Spec.Steps[0].Script = "changed"
+	got2 := must[store.Job](t)(s.GetJob(ctx, j.RequestID))
+	if got2.Spec.Steps[0].Script != "echo one" {
+		t.Errorf("changing a returned job changed the stored one: %+v", got2.Spec)
+	}
+}
+
+func testListenerTokens(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	_, a := fixture(t, s)
+	old := store.ListenerToken{Hash: "h-old", AgentID: a.ID, ExpiresAt: t0}
+	cur := store.ListenerToken{Hash: "h-cur", AgentID: a.ID, ExpiresAt: t0.Add(2 * time.Hour)}
+	if err := s.PutListenerToken(ctx, old, t0.Add(-time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutListenerToken(ctx, cur, t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.GetListenerToken(ctx, "h-old")
+	wantErr(t, err, store.ErrNotFound) // expired before the second Put
+	got := must[store.ListenerToken](t)(s.GetListenerToken(ctx, "h-cur"))
+	if diff := cmp.Diff(cur, got); diff != "" {
+		t.Errorf("GetListenerToken (-want +got):\n%s", diff)
+	}
+	wantErr(t, s.PutListenerToken(ctx, store.ListenerToken{Hash: "x", AgentID: 999}, t0), store.ErrNotFound)
+	if err := s.DeleteListenerTokens(ctx, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.GetListenerToken(ctx, "h-cur")
+	wantErr(t, err, store.ErrNotFound)
+}
+
+func testSessions(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	_, a := fixture(t, s)
+	s1 := store.Session{ID: "s1", AgentID: a.ID, PoolID: a.PoolID, Key: []byte("k1"), CreatedOn: t0, LastSeen: t0}
+	must[store.Session](t)(s.CreateSession(ctx, s1, t0.Add(-time.Minute)))
+	_, err := s.CreateSession(ctx, store.Session{ID: "s2", AgentID: a.ID, LastSeen: t0}, t0.Add(-time.Minute))
+	wantErr(t, err, store.ErrConflict)
+	if err := s.TouchSession(ctx, "s1", t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	got := must[store.Session](t)(s.GetAgentSession(ctx, a.ID))
+	if got.ID != "s1" || !got.LastSeen.Equal(t0.Add(time.Minute)) {
+		t.Errorf("GetAgentSession = %+v, want s1 last seen a minute later", got)
+	}
+	// A session idle since before staleBefore gives way to a new one.
+	must[store.Session](t)(s.CreateSession(ctx, store.Session{ID: "s3", AgentID: a.ID, LastSeen: t0.Add(time.Hour)}, t0.Add(2*time.Minute)))
+	_, err = s.GetSession(ctx, "s1")
+	wantErr(t, err, store.ErrNotFound)
+	if err := s.DeleteSession(ctx, "s3"); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, s.DeleteSession(ctx, "s3"), store.ErrNotFound)
+}
+
+func testAssignJob(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	p, a := fixture(t, s)
+	b := must[store.Agent](t)(s.CreateAgent(ctx, store.Agent{PoolID: p.ID, Name: "agent-2", ClientID: "c2"}))
+	j1 := queue(t, s, p.ID, "one")
+	j2 := queue(t, s, p.ID, "two")
+	got := assign(t, s, j1, a.ID, "tok1")
+	if got.AgentID != a.ID || got.AgentName != a.Name || !got.AssignTime.Equal(t0) || got.TokenHash != "tok1" {
+		t.Errorf("assigned job = %+v", got)
+	}
+	tests := []struct {
+		name  string
+		req   int64
+		agent int
+	}{
+		{"job already taken", j1.RequestID, b.ID},
+		{"agent already has a job", j2.RequestID, a.ID},
+	}
+	for _, tc := range tests {
+		_, err := s.AssignJob(ctx, store.Assignment{RequestID: tc.req, AgentID: tc.agent, Now: t0})
+		if !errors.Is(err, store.ErrConflict) {
+			t.Errorf("%s: got %v, want ErrConflict", tc.name, err)
+		}
+	}
+	byTok := must[store.Job](t)(s.GetJobByTokenHash(ctx, "tok1"))
+	if byTok.RequestID != j1.RequestID {
+		t.Errorf("GetJobByTokenHash = request %d, want %d", byTok.RequestID, j1.RequestID)
+	}
+	_, err := s.GetJobByTokenHash(ctx, "")
+	wantErr(t, err, store.ErrNotFound)
+	ag := must[store.Agent](t)(s.GetAgent(ctx, a.ID))
+	if ag.RequestID != j1.RequestID {
+		t.Errorf("agent.RequestID = %d, want %d", ag.RequestID, j1.RequestID)
+	}
+	list := must[[]store.Job](t)(s.ListJobs(ctx, store.JobFilter{PoolID: p.ID}))
+	if len(list) != 2 || list[0].RequestID != j1.RequestID || list[1].RequestID != j2.RequestID {
+		t.Errorf("ListJobs = %+v, want both jobs by id", list)
+	}
+	queued := must[[]store.Job](t)(s.ListJobs(ctx, store.JobFilter{PoolID: p.ID, Queued: true}))
+	if len(queued) != 1 || queued[0].RequestID != j2.RequestID {
+		t.Errorf("ListJobs(Queued) = %+v, want only job two", queued)
+	}
+}
+
+func testMessages(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	p, a := fixture(t, s)
+	_, err := s.NextMessage(ctx, a.ID, t0)
+	wantErr(t, err, store.ErrNotFound)
+	j := assign(t, s, queue(t, s, p.ID, "one"), a.ID, "tok")
+	first := must[store.Message](t)(s.NextMessage(ctx, a.ID, t0.Add(time.Second)))
+	again := must[store.Message](t)(s.NextMessage(ctx, a.ID, t0.Add(2*time.Second)))
+	if diff := cmp.Diff(first, again); diff != "" {
+		t.Errorf("undeleted message not delivered again (-first +again):\n%s", diff)
+	}
+	if first.RequestID != j.RequestID || first.Type != pipelines.MessageTypeJobRequest {
+		t.Errorf("message = %+v", first)
+	}
+	got := must[store.Job](t)(s.GetJob(ctx, j.RequestID))
+	if !got.ReceiveTime.Equal(t0.Add(time.Second)) {
+		t.Errorf("ReceiveTime = %v, want the first delivery", got.ReceiveTime)
+	}
+	if err := s.DeleteMessage(ctx, a.ID+1, first.ID); err != nil {
+		t.Fatal(err)
+	}
+	must[store.Message](t)(s.NextMessage(ctx, a.ID, t0)) // another agent cannot delete it
+	if err := s.DeleteMessage(ctx, a.ID, first.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.NextMessage(ctx, a.ID, t0)
+	wantErr(t, err, store.ErrNotFound)
+	if err := s.DeleteMessage(ctx, a.ID, first.ID); err != nil {
+		t.Errorf("deleting a deleted message: %v", err)
+	}
+}
+
+func testDeleteAgentRequeues(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	p, a := fixture(t, s)
+	j := assign(t, s, queue(t, s, p.ID, "one"), a.ID, "tok")
+	d := must[store.AgentDeletion](t)(s.DeleteAgent(ctx, a.ID, t0))
+	if diff := cmp.Diff(store.AgentDeletion{Requeued: j.RequestID}, d); diff != "" {
+		t.Errorf("DeleteAgent (-want +got):\n%s", diff)
+	}
+	got := must[store.Job](t)(s.GetJob(ctx, j.RequestID))
+	if !got.AssignTime.IsZero() || got.AgentID != 0 || got.TokenHash != "" || got.Finished() {
+		t.Errorf("requeued job = %+v, want it queued again", got)
+	}
+	b := must[store.Agent](t)(s.CreateAgent(ctx, store.Agent{PoolID: p.ID, Name: "agent-2", ClientID: "c2"}))
+	assign(t, s, got, b.ID, "tok2")
+	msg := must[store.Message](t)(s.NextMessage(ctx, b.ID, t0))
+	if msg.RequestID != j.RequestID {
+		t.Errorf("new agent got message for request %d, want %d", msg.RequestID, j.RequestID)
+	}
+}
+
+func testDeleteAgentAbandons(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	p, a := fixture(t, s)
+	must[store.Session](t)(s.CreateSession(ctx, store.Session{ID: "s1", AgentID: a.ID, LastSeen: t0}, t0))
+	if err := s.PutListenerToken(ctx, store.ListenerToken{Hash: "lt", AgentID: a.ID, ExpiresAt: t0.Add(time.Hour)}, t0); err != nil {
+		t.Fatal(err)
+	}
+	j := assign(t, s, queue(t, s, p.ID, "one"), a.ID, "tok")
+	must[store.Message](t)(s.NextMessage(ctx, a.ID, t0))
+	d := must[store.AgentDeletion](t)(s.DeleteAgent(ctx, a.ID, t0.Add(time.Minute)))
+	if diff := cmp.Diff(store.AgentDeletion{Abandoned: j.RequestID}, d); diff != "" {
+		t.Errorf("DeleteAgent (-want +got):\n%s", diff)
+	}
+	got := must[store.Job](t)(s.GetJob(ctx, j.RequestID))
+	if got.Result != pipelines.ResultAbandoned || !got.FinishTime.Equal(t0.Add(time.Minute)) {
+		t.Errorf("job = %+v, want abandoned", got)
+	}
+	_, err := s.GetSession(ctx, "s1")
+	wantErr(t, err, store.ErrNotFound)
+	_, err = s.GetListenerToken(ctx, "lt")
+	wantErr(t, err, store.ErrNotFound)
+	_, err = s.NextMessage(ctx, a.ID, t0)
+	wantErr(t, err, store.ErrNotFound)
+}
+
+func testRenewFinish(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	p, a := fixture(t, s)
+	j := assign(t, s, queue(t, s, p.ID, "one"), a.ID, "tok")
+	_, err := s.RenewJob(ctx, j.RequestID, a.ID+1, t0, t0)
+	wantErr(t, err, store.ErrNotFound)
+	r1 := must[store.Job](t)(s.RenewJob(ctx, j.RequestID, a.ID, t0.Add(11*time.Minute), t0.Add(time.Minute)))
+	r2 := must[store.Job](t)(s.RenewJob(ctx, j.RequestID, a.ID, t0.Add(12*time.Minute), t0.Add(2*time.Minute)))
+	if !r1.StartTime.Equal(t0.Add(time.Minute)) || !r2.StartTime.Equal(r1.StartTime) || !r2.LockedUntil.Equal(t0.Add(12*time.Minute)) {
+		t.Errorf("renewals = %+v, %+v: want start at the first, lock from the last", r1, r2)
+	}
+	f := must[store.Job](t)(s.FinishJob(ctx, j.RequestID, pipelines.ResultFailed, t0.Add(3*time.Minute)))
+	if f.Result != pipelines.ResultFailed || !f.Finished() {
+		t.Errorf("finished job = %+v", f)
+	}
+	again, err := s.FinishJob(ctx, j.RequestID, pipelines.ResultSucceeded, t0.Add(4*time.Minute))
+	wantErr(t, err, store.ErrConflict)
+	if again.Result != pipelines.ResultFailed {
+		t.Errorf("second finish changed the result to %q", again.Result)
+	}
+	r3 := must[store.Job](t)(s.RenewJob(ctx, j.RequestID, a.ID, t0.Add(time.Hour), t0.Add(5*time.Minute)))
+	if !r3.LockedUntil.Equal(t0.Add(12 * time.Minute)) {
+		t.Errorf("renewing a finished job moved its lock to %v", r3.LockedUntil)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func testReporting(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	p, _ := fixture(t, s)
+	j := queue(t, s, p.ID, "one")
+	_, err := s.UpdateTimelineRecords(ctx, 999, nil, t0)
+	wantErr(t, err, store.ErrNotFound)
+
+	must[[]pipelines.TimelineRecord](t)(s.UpdateTimelineRecords(ctx, j.RequestID, []pipelines.TimelineRecord{
+		{ID: "job", Name: "Job", State: ptr(pipelines.StateInProgress)},
+		{ID: "step", Name: "Step", ParentID: ptr("job")},
+	}, t0))
+	must[[]pipelines.TimelineRecord](t)(s.UpdateTimelineRecords(ctx, j.RequestID, []pipelines.TimelineRecord{
+		{ID: "job", State: ptr(pipelines.StateCompleted), Result: ptr(pipelines.ResultSucceeded)},
+	}, t0))
+	recs := must[[]pipelines.TimelineRecord](t)(s.ListTimelineRecords(ctx, j.RequestID))
+	if len(recs) != 2 || recs[0].ID != "job" || recs[0].Name != "Job" || *recs[0].State != pipelines.StateCompleted ||
+		recs[0].ChangeID != 2 || recs[1].ID != "step" {
+		t.Errorf("records = %+v, want job merged (name kept, state completed) then step", recs)
+	}
+
+	if err := s.AppendFeed(ctx, j.RequestID, []string{"live 1", "live 2"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(must[[]byte](t)(s.JobLog(ctx, j.RequestID))); got != "live 1\nlive 2\n" {
+		t.Errorf("JobLog before any upload = %q, want the feed lines", got)
+	}
+	l1 := must[pipelines.TaskLog](t)(s.CreateLog(ctx, j.RequestID, "logs/1", t0))
+	l2 := must[pipelines.TaskLog](t)(s.CreateLog(ctx, j.RequestID, "logs/2", t0))
+	if l1.ID != 1 || l2.ID != 2 {
+		t.Errorf("log ids %d, %d: want 1, 2", l1.ID, l2.ID)
+	}
+	_, err = s.AppendLog(ctx, j.RequestID, 3, []byte("x"), t0)
+	wantErr(t, err, store.ErrNotFound)
+	must[pipelines.TaskLog](t)(s.AppendLog(ctx, j.RequestID, 2, []byte("second\n"), t0))
+	must[pipelines.TaskLog](t)(s.AppendLog(ctx, j.RequestID, 1, []byte("first a\n"), t0))
+	got := must[pipelines.TaskLog](t)(s.AppendLog(ctx, j.RequestID, 1, []byte("first b"), t0))
+	if got.LineCount != 1 {
+		t.Errorf("LineCount = %d, want 1", got.LineCount)
+	}
+	if log := string(must[[]byte](t)(s.JobLog(ctx, j.RequestID))); log != "first a\nfirst b\nsecond\n" {
+		t.Errorf("JobLog = %q, want the uploaded logs in order", log)
+	}
+}
