@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"crypto/rsa"
 	"errors"
@@ -171,7 +172,8 @@ func (r *AgentReconciler) observePod(ctx context.Context, agent, before *agentry
 		return ctrl.Result{}, r.finish(ctx, agent, before)
 	case corev1.PodFailed:
 		setFinished(agent, agentryv1.AgentFailed)
-		r.Recorder.Eventf(agent, pod, corev1.EventTypeWarning, "PodFailed", "Finish", "The agent's pod failed %s", pod.Status.Reason)
+		r.Recorder.Eventf(agent, pod, corev1.EventTypeWarning, "PodFailed", "Finish", "The agent's pod failed: %s",
+			cmp.Or(pod.Status.Message, pod.Status.Reason, "no reason given"))
 		return ctrl.Result{}, r.finish(ctx, agent, before)
 	case corev1.PodRunning:
 		agent.Status.Phase = agentryv1.AgentRunning

@@ -2,12 +2,14 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -69,7 +71,7 @@ func (r *AgentPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	pool.Status.ObservedGeneration = pool.Generation
 	meta.SetStatusCondition(&pool.Status.Conditions, readyCondition(pool))
 	if !equality.Semantic.DeepEqual(before.Status, pool.Status) {
-		if perr := r.Status().Patch(ctx, pool, client.MergeFrom(before)); perr != nil && err == nil {
+		if perr := r.patchStatus(ctx, pool); perr != nil && err == nil {
 			err = fmt.Errorf("writing status: %w", perr)
 		}
 	}
@@ -77,6 +79,18 @@ func (r *AgentPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, err
 	}
 	return result, nil
+}
+
+// patchStatus writes the whole status as one merge patch. This reconciler
+// owns the status; sending all of it, zero counts included, keeps the printer
+// columns showing 0 rather than nothing (a diff against the old status would
+// leave unchanged zeros out).
+func (r *AgentPoolReconciler) patchStatus(ctx context.Context, pool *agentryv1.AgentPool) error {
+	body, err := json.Marshal(map[string]any{"status": pool.Status})
+	if err != nil {
+		return err
+	}
+	return r.Status().Patch(ctx, pool, client.RawPatch(types.MergePatchType, body))
 }
 
 // reconcileAgents observes the server's queue and the pool's Agents, records

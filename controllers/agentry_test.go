@@ -621,6 +621,8 @@ func TestAgentPoolValidation(t *testing.T) {
 			mutate: func(p *agentryv1.AgentPool) { p.Spec.Template.Spec.Containers[0].Name = "runner" }},
 		{name: "not an http url", wantErr: "spec.server.url",
 			mutate: func(p *agentryv1.AgentPool) { p.Spec.Server.URL = "ftp://example.com" }},
+		{name: "name too long for a label", wantErr: "at most 63 characters",
+			mutate: func(p *agentryv1.AgentPool) { p.GenerateName, p.Name = "", strings.Repeat("p", 64) }},
 		{name: "negative maxAgents", wantErr: "spec.maxAgents",
 			mutate: func(p *agentryv1.AgentPool) { p.Spec.MaxAgents = ptr.To[int32](-1) }},
 	}

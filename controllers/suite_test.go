@@ -3,7 +3,6 @@ package controllers_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -14,14 +13,17 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/yaml"
 
 	"github.com/agentry-dev/agentry/controllers"
 )
@@ -75,10 +77,16 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "FAIL:", err)
 		return 1
 	}
+	// The operator runs with exactly the RBAC config/rbac grants it.
+	mgrCfg, err := operatorConfig(env)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL: setting up the operator's identity:", err)
+		return 1
+	}
 	opts := controllers.ManagerOptions(scheme, "")
 	opts.Metrics = metricsserver.Options{BindAddress: "0"}
 	opts.HealthProbeBindAddress = "0"
-	mgr, err := ctrl.NewManager(cfg, opts)
+	mgr, err := ctrl.NewManager(mgrCfg, opts)
 	if err == nil {
 		err = controllers.Setup(mgr, nil)
 	}
@@ -95,7 +103,45 @@ func run(m *testing.M) int {
 			fmt.Fprintln(os.Stderr, "manager:", err)
 		}
 	}()
+	if !mgr.GetCache().WaitForCacheSync(ctx) {
+		fmt.Fprintln(os.Stderr, "FAIL: the manager's caches did not sync")
+		return 1
+	}
 	return m.Run()
+}
+
+// operatorConfig applies config/rbac's ClusterRole and ClusterRoleBinding
+// and returns a client config for the service account they bind.
+func operatorConfig(env *envtest.Environment) (*rest.Config, error) {
+	ctx := context.Background()
+	var binding rbacv1.ClusterRoleBinding
+	for _, f := range []struct {
+		file string
+		obj  client.Object
+	}{
+		{"role.yaml", &rbacv1.ClusterRole{}},
+		{"role_binding.yaml", &binding},
+	} {
+		b, err := os.ReadFile(filepath.Join("..", "config", "rbac", f.file))
+		if err != nil {
+			return nil, err
+		}
+		if err := yaml.UnmarshalStrict(b, f.obj); err != nil {
+			return nil, fmt.Errorf("%s: %w", f.file, err)
+		}
+		if err := k8s.Create(ctx, f.obj); err != nil {
+			return nil, fmt.Errorf("%s: %w", f.file, err)
+		}
+	}
+	sa := binding.Subjects[0]
+	user, err := env.ControlPlane.AddUser(envtest.User{
+		Name:   "system:serviceaccount:" + sa.Namespace + ":" + sa.Name,
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + sa.Namespace, "system:authenticated"},
+	}, nil)
+	if err != nil {
+		return nil, err
+	}
+	return user.Config(), nil
 }
 
 // operatorLog keeps everything the operator logged, to check no secret
@@ -159,5 +205,3 @@ func holds(t *testing.T, d time.Duration, what string, check func() error) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
-
-var errNotYet = errors.New("not yet")

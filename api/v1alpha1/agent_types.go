@@ -79,6 +79,7 @@ type AgentStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:categories=agentry
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="an Agent's name is a label value and must be at most 63 characters"
 // +kubebuilder:printcolumn:name="Pool",type=string,JSONPath=`.spec.poolName`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Agent ID",type=integer,JSONPath=`.status.agentId`

@@ -121,6 +121,7 @@ type AgentPoolStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:categories=agentry
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="an AgentPool's name is a label value and must be at most 63 characters"
 // +kubebuilder:printcolumn:name="Server pool",type=string,JSONPath=`.spec.server.poolName`
 // +kubebuilder:printcolumn:name="Waiting",type=integer,JSONPath=`.status.waitingJobs`
 // +kubebuilder:printcolumn:name="Agents",type=integer,JSONPath=`.status.agents.total`

@@ -33,7 +33,7 @@ Exit codes:
   1  other error (server unreachable after retries, protocol error, stopped before a job)
   2  bad configuration (flags, missing or invalid agent files, work folder)
   3  credentials rejected by the server
-  4  agent deregistered (its registration was deleted)
+  4  deregistered: the agent's registration was deleted
   5  idle timeout: no job arrived within --idle-timeout`
 
 func main() {

@@ -51,6 +51,9 @@ func run(ctx context.Context, restConfig *rest.Config, cfg config) error {
 	opts.HealthProbeBindAddress = cfg.probeAddr
 	opts.LeaderElection = cfg.leaderElect
 	opts.LeaderElectionID = "agentry-manager.agentry.dev"
+	// In a cluster the lease lives in the manager's own namespace; outside
+	// one, in the watched namespace if there is one.
+	opts.LeaderElectionNamespace = cfg.namespace
 	// Leaving at once on shutdown lets a new leader take over without
 	// waiting out the lease.
 	opts.LeaderElectionReleaseOnCancel = true

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -85,7 +86,15 @@ func (c *cli) serveCommand() *cobra.Command {
 	return cmd
 }
 
+// logger logs to stderr, one line per entry. Handlers log concurrently and
+// funcr does not serialise its output, so the writes are.
 func (c *cli) logger(format string, verbosity int) (logr.Logger, error) {
+	var mu sync.Mutex
+	writeLine := func(line string) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintln(c.stderr, line)
+	}
 	opts := funcr.Options{LogTimestamp: true, Verbosity: verbosity}
 	switch format {
 	case "text":
@@ -93,10 +102,10 @@ func (c *cli) logger(format string, verbosity int) (logr.Logger, error) {
 			if prefix != "" {
 				args = prefix + " " + args
 			}
-			fmt.Fprintln(c.stderr, args)
+			writeLine(args)
 		}, opts), nil
 	case "json":
-		return funcr.NewJSON(func(obj string) { fmt.Fprintln(c.stderr, obj) }, opts), nil
+		return funcr.NewJSON(writeLine, opts), nil
 	}
 	return logr.Logger{}, fmt.Errorf("--log-format %q: want text or json", format)
 }

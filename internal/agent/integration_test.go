@@ -39,6 +39,57 @@ type spyStore struct {
 	mu       sync.Mutex
 	tokens   []string
 	injected *store.Message
+	feed     []string
+	fed      chan struct{} // closed and replaced on every feed call
+	// renew, when set, answers RenewJob instead of the real store.
+	renew func(requestID int64) (store.Job, error)
+}
+
+func (s *spyStore) RenewJob(ctx context.Context, requestID int64, agentID int, lockedUntil, now time.Time) (store.Job, error) {
+	s.mu.Lock()
+	renew := s.renew
+	s.mu.Unlock()
+	if renew != nil {
+		return renew(requestID)
+	}
+	return s.Store.RenewJob(ctx, requestID, agentID, lockedUntil, now)
+}
+
+func (s *spyStore) setRenew(f func(requestID int64) (store.Job, error)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.renew = f
+}
+
+func (s *spyStore) AppendFeed(ctx context.Context, requestID int64, lines []string) error {
+	s.mu.Lock()
+	s.feed = append(s.feed, lines...)
+	close(s.fed)
+	s.fed = make(chan struct{})
+	s.mu.Unlock()
+	return s.Store.AppendFeed(ctx, requestID, lines)
+}
+
+// waitForFeed waits until the server received a live console line holding want.
+func (s *spyStore) waitForFeed(t *testing.T, want string) {
+	t.Helper()
+	timeout := time.After(testTimeout)
+	for {
+		s.mu.Lock()
+		fed := s.fed
+		for _, l := range s.feed {
+			if strings.Contains(l, want) {
+				s.mu.Unlock()
+				return
+			}
+		}
+		s.mu.Unlock()
+		select {
+		case <-fed:
+		case <-timeout:
+			t.Fatalf("the server never received a live line with %q", want)
+		}
+	}
 }
 
 func (s *spyStore) AssignJob(ctx context.Context, a store.Assignment) (store.Job, error) {
@@ -97,7 +148,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	spy := &spyStore{Store: store.NewMemory()}
+	spy := &spyStore{Store: store.NewMemory(), fed: make(chan struct{})}
 	srv := servertest.Start(t, servertest.WithLongPoll(200*time.Millisecond),
 		servertest.WithConfig(func(c *server.Config) { c.Store = spy }))
 	e := &env{srv: srv, store: spy, pool: "linux", dir: t.TempDir(), logs: &logBuffer{}}
@@ -130,21 +181,6 @@ func (e *env) jobLog(t *testing.T, id int64) string {
 		t.Fatalf("reading the job log: %v", err)
 	}
 	return log
-}
-
-// waitForLog polls the server until the job's log (or live feed) holds want.
-func (e *env) waitForLog(t *testing.T, id int64, want string) {
-	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for {
-		if log, err := e.srv.Jobs.JobLog(context.Background(), id); err == nil && strings.Contains(log, want) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("job %d's log never showed %q", id, want)
-		}
-		time.Sleep(20 * time.Millisecond) // polling the server, not waiting for a guess
-	}
 }
 
 func (e *env) records(t *testing.T, id int64) map[string]pipelines.TimelineRecord {
@@ -297,8 +333,7 @@ func TestSecretsAndTheJobTokenNeverLeak(t *testing.T) {
 	const secret = "s3cr3t-V@lue"
 	job := e.queue(t, jobapi.JobSpec{
 		Variables: map[string]pipelines.VariableValue{
-			"db.password":              {Value: secret, IsSecret: true},
-			"system.enableAccessToken": {Value: "true"},
+			"db.password": {Value: secret, IsSecret: true},
 		},
 		Steps: []jobapi.Step{{Script: strings.Join([]string{
 			`echo "macro=$(db.password)"`,
@@ -308,10 +343,14 @@ func TestSecretsAndTheJobTokenNeverLeak(t *testing.T) {
 			`echo "token=$SYSTEM_ACCESSTOKEN"`,
 		}, "\n")}},
 	})
-	cfg := e.config(t)
-	if _, err := runAgent(t, context.Background(), cfg); err != nil {
-		t.Fatalf("Run: %v", err)
+	// agentry-server reserves system.* variables; Azure DevOps sends
+	// system.enableAccessToken when a pipeline maps System.AccessToken.
+	tj := e.takeJob(t)
+	tj.msg.Variables["system.enableAccessToken"] = pipelines.VariableValue{Value: "true"}
+	if result, err := runJob(tj.ctx, tj.cfg, tj.l, tj.msg, tj.dirs); err != nil || result != pipelines.ResultSucceeded {
+		t.Fatalf("runJob = %s, %v", result, err)
 	}
+	cfg := tj.cfg
 	e.srv.WaitJob(t, job.ID, testTimeout)
 	log := e.jobLog(t, job.ID)
 	for _, want := range []string{"macro=***", "env=not-exported", "reversed=***", "token=***"} {
@@ -347,31 +386,9 @@ func TestSecretsAndTheJobTokenNeverLeak(t *testing.T) {
 func TestUnknownTaskFailsItsStep(t *testing.T) {
 	e := newEnv(t)
 	job := e.queue(t, jobapi.JobSpec{Steps: []jobapi.Step{{Script: "echo should-not-run"}}})
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	cfg := e.config(t).withDefaults()
-	key, err := e.files.Key.PrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := newListener(cfg, e.files, key)
-	if err := l.refreshToken(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.openSession(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer l.closeSession(ctx)
-	msg, err := waitForJob(ctx, l, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg.Steps[0].Reference = pipelines.TaskStepReference{ID: "e213ff0f-5d5c-4791-802d-52ea3e7be1f1", Name: "PowerShell", Version: "2.247.1"}
-	dirs, err := makeWorkDirs(cfg.WorkDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	result, err := runJob(ctx, cfg, l, msg, dirs)
+	tj := e.takeJob(t)
+	tj.msg.Steps[0].Reference = pipelines.TaskStepReference{ID: "e213ff0f-5d5c-4791-802d-52ea3e7be1f1", Name: "PowerShell", Version: "2.247.1"}
+	result, err := runJob(tj.ctx, tj.cfg, tj.l, tj.msg, tj.dirs)
 	if err != nil {
 		t.Fatalf("runJob: %v", err)
 	}
@@ -385,6 +402,44 @@ func TestUnknownTaskFailsItsStep(t *testing.T) {
 	if !strings.Contains(log, "PowerShell@2") || strings.Contains(log, "should-not-run") {
 		t.Errorf("job log should name PowerShell@2 and not run the script:\n%s", log)
 	}
+}
+
+// takenJob is a job taken from the real server by the agent's own listener,
+// ready for runJob, so a test can change the message first.
+type takenJob struct {
+	ctx  context.Context
+	cfg  Config
+	l    *listener
+	msg  *pipelines.AgentJobRequestMessage
+	dirs workDirs
+}
+
+func (e *env) takeJob(t *testing.T) takenJob {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	t.Cleanup(cancel)
+	cfg := e.config(t).withDefaults()
+	key, err := e.files.Key.PrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newListener(cfg, e.files, key)
+	if err := l.refreshToken(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.openSession(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.closeSession(context.Background()) })
+	msg, err := waitForJob(ctx, l, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirs, err := makeWorkDirs(cfg.WorkDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return takenJob{ctx: ctx, cfg: cfg, l: l, msg: msg, dirs: dirs}
 }
 
 func TestCancellation(t *testing.T) {
@@ -416,7 +471,7 @@ func TestCancellation(t *testing.T) {
 				out, err := runAgent(t, ctx, e.config(t))
 				done <- result{out, err}
 			}()
-			e.waitForLog(t, job.ID, "started")
+			e.store.waitForFeed(t, "started")
 			tt.cancel(e, cancel, job)
 			r := <-done
 			if r.err != nil || r.out.Result != pipelines.ResultCanceled {
@@ -563,5 +618,83 @@ func (e *env) deleteAgentWhenOnline(t *testing.T) {
 	}
 	if err := e.srv.Admin.DeleteAgent(ctx, s.PoolID, s.AgentID); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// No step may start before the first lock renewal succeeded.
+func TestFirstRenewalMustSucceed(t *testing.T) {
+	e := newEnv(t)
+	e.store.setRenew(func(int64) (store.Job, error) { return store.Job{}, store.ErrNotFound })
+	e.queue(t, jobapi.JobSpec{Steps: []jobapi.Step{{Script: "echo ran-anyway"}}})
+	_, err := runAgent(t, context.Background(), e.config(t))
+	if err == nil || ExitCode(err) != ExitError || !strings.Contains(err.Error(), "renewing the job-request lock") {
+		t.Fatalf("Run error = %v, want a failed renewal (exit %d)", err, ExitError)
+	}
+	e.store.mu.Lock()
+	defer e.store.mu.Unlock()
+	if len(e.store.feed) > 0 {
+		t.Errorf("a step ran without the lock: %q", e.store.feed)
+	}
+}
+
+func TestKeepLock(t *testing.T) {
+	serverError := errors.New("disk on fire")
+	tests := []struct {
+		name      string
+		renew     func(n int) error // answer to renewal number n (from 1)
+		stopAfter int               // end the job after this many renewals; 0 never
+		want      error             // why the job was stopped; nil: not stopped
+	}{
+		{"renews until the job ends", func(int) error { return nil }, 3, nil},
+		{"job request gone", func(n int) error {
+			if n < 3 {
+				return nil
+			}
+			return store.ErrNotFound
+		}, 0, errJobGone},
+		{"server failing past the lock", func(int) error { return serverError }, 0, errLockLost},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.queue(t, jobapi.JobSpec{Steps: []jobapi.Step{{Script: "true"}}})
+			tj := e.takeJob(t)
+			clock := newFakeClock(true)
+			cfg := tj.cfg
+			cfg.Clock = clock
+			jr := &jobRunner{cfg: cfg, log: cfg.Log, l: tj.l, job: tj.msg}
+
+			ctx, endJob := context.WithCancel(context.Background())
+			defer endJob()
+			var mu sync.Mutex
+			renewals := 0
+			e.store.setRenew(func(id int64) (store.Job, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				renewals++
+				if tt.stopAfter > 0 && renewals == tt.stopAfter {
+					endJob()
+				}
+				if err := tt.renew(renewals); err != nil {
+					return store.Job{}, err
+				}
+				return e.store.Store.GetJob(context.Background(), id)
+			})
+			jobCtx, stop := context.WithCancelCause(context.Background())
+			start := clock.Now()
+			jr.keepLock(ctx, start.Add(10*time.Minute), stop)
+
+			if got := context.Cause(jobCtx); !errors.Is(got, tt.want) && !(got == nil && tt.want == nil) {
+				t.Errorf("job stopped with %v, want %v", got, tt.want)
+			}
+			if tt.want == errLockLost {
+				if waited := clock.Now().Sub(start); waited < 15*time.Minute || waited > 20*time.Minute {
+					t.Errorf("gave up after %s of failures, want just past the lock's end plus 5 minutes (15m)", waited)
+				}
+			}
+			if tt.stopAfter > 0 && renewals != tt.stopAfter {
+				t.Errorf("%d renewals, want %d", renewals, tt.stopAfter)
+			}
+		})
 	}
 }

@@ -276,7 +276,7 @@ func (jr *jobRunner) run(ctx context.Context) pipelines.TaskResult {
 			id = uuid.NewString()
 		}
 		records[i] = pipelines.TimelineRecord{
-			ID: id, ParentID: &job.JobID, Type: "Task", Name: stepName(s), RefName: s.Name,
+			ID: id, ParentID: &job.JobID, Type: "Task", Name: jr.mask.Mask(stepName(s)), RefName: s.Name,
 			Order: ptr(i + 1), State: ptr(pipelines.StatePending),
 		}
 	}

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/rsa"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -32,6 +33,9 @@ type listener struct {
 	mu         sync.Mutex
 	token      string
 	hadSession bool
+	// deregistered is set once the server said the agent is gone; there is
+	// then no session left to delete.
+	deregistered bool
 
 	session       *pipelines.TaskAgentSession
 	sessionKey    []byte
@@ -80,6 +84,16 @@ func (l *listener) refreshToken(ctx context.Context) error {
 
 // classify turns a failed call into one of Run's errors.
 func (l *listener) classify(err error, doing string) error {
+	err = l.classifyOnly(err, doing)
+	if errors.Is(err, ErrDeregistered) {
+		l.mu.Lock()
+		l.deregistered = true
+		l.mu.Unlock()
+	}
+	return err
+}
+
+func (l *listener) classifyOnly(err error, doing string) error {
 	l.mu.Lock()
 	hadSession := l.hadSession
 	l.mu.Unlock()
@@ -190,9 +204,9 @@ func sessionKey(priv *rsa.PrivateKey, s *pipelines.TaskAgentSession) ([]byte, er
 // cancellation of ctx and gives up after a short while.
 func (l *listener) closeSession(ctx context.Context) {
 	l.mu.Lock()
-	sess := l.session
+	sess, gone := l.session, l.deregistered
 	l.mu.Unlock()
-	if sess == nil {
+	if sess == nil || gone {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)

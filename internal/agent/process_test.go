@@ -151,13 +151,21 @@ func TestProcessEndsLeftoverGroup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The output closing proves the sleep exited; it may linger as a zombie
-	// until its new parent reaps it.
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err == nil {
-		fields := strings.Fields(string(stat))
-		if len(fields) > 2 && fields[2] != "Z" && fields[2] != "X" {
-			t.Errorf("background process %d still running (state %s)", pid, fields[2])
+	// SIGKILL is asynchronous, so watch the process die (or turn zombie,
+	// until its new parent reaps it) rather than read its state once.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			return
 		}
+		fields := strings.Fields(string(stat))
+		if len(fields) > 2 && (fields[2] == "Z" || fields[2] == "X") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("background process %d still running (state %s)", pid, fields[2])
+		}
+		time.Sleep(10 * time.Millisecond) // polling /proc, not guessing
 	}
 }

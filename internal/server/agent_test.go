@@ -149,4 +149,3 @@ func wantAPIError(t *testing.T, err error, status int, typeKey string) {
 		t.Fatalf("error %v: want status %d and typeKey %s", err, status, typeKey)
 	}
 }
-

@@ -225,4 +225,3 @@ func FuzzParseDemand(f *testing.F) {
 		}
 	})
 }
-

@@ -37,8 +37,8 @@ func (c *fakeClock) Advance(d time.Duration) {
 }
 
 type rawResponse struct {
-	status                  int
-	body                    string
+	status                 int
+	body                   string
 	challenge, contentType string
 }
 

@@ -115,6 +115,11 @@ func (s *Server) getMessage(w http.ResponseWriter, r *http.Request, a store.Agen
 	defer hold.Stop()
 	for {
 		changed := s.changes.wait(a.PoolID)
+		if _, err := s.store.GetAgent(ctx, a.ID); errors.Is(err, store.ErrNotFound) {
+			return errorf(http.StatusNotFound, pipelines.TypeKeyAgentNotFound, "agent %d has been deleted", a.ID)
+		} else if err != nil {
+			return err
+		}
 		sess, err := s.agentSession(ctx, a, sessionID)
 		if err != nil {
 			return err

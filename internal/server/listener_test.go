@@ -288,3 +288,26 @@ func TestAPIVersionAccepted(t *testing.T) {
 		}
 	}
 }
+
+func TestDeletedAgentsLongPollEnds(t *testing.T) {
+	inst := servertest.Start(t, servertest.WithLongPoll(time.Minute))
+	inst.CreatePool(t, "default")
+	a := newTestAgent(t, inst, "default", "agent-1").connect(t)
+	waiting := make(chan struct{}, 1)
+	inst.Server.SetLongPollWaitHook(func(int) {
+		select {
+		case waiting <- struct{}{}:
+		default:
+		}
+	})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := a.client.GetMessage(context.Background(), a.files.Settings.PoolID, a.session.SessionID, 0)
+		errc <- err
+	}()
+	<-waiting
+	if err := inst.Admin.DeleteAgent(context.Background(), a.files.Settings.PoolID, a.files.Settings.AgentID); err != nil {
+		t.Fatal(err)
+	}
+	wantAPIError(t, <-errc, http.StatusNotFound, pipelines.TypeKeyAgentNotFound)
+}

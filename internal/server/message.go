@@ -72,9 +72,8 @@ func jobMessage(j store.Job, baseURL, token string) pipelines.AgentJobRequestMes
 	} {
 		vars[k] = ro(v)
 	}
-	if j.Spec.TimeoutInMinutes > 0 {
-		vars["system.jobTimeout"] = ro(strconv.Itoa(j.Spec.TimeoutInMinutes))
-	}
+	// Spec.TimeoutInMinutes is not sent: on Azure the server enforces a job's
+	// timeout (it cancels the job); agentry-server does not enforce it yet.
 
 	enabled := true
 	steps := make([]pipelines.JobStep, 0, len(j.Spec.Steps))

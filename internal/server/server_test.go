@@ -377,3 +377,14 @@ func TestErrorAnswers(t *testing.T) {
 		wantAPIError(t, err, http.StatusConflict, pipelines.TypeKeyAgentExists)
 	})
 }
+
+func TestListenerTokenExpires(t *testing.T) {
+	clock := &fakeClock{now: time.Now()}
+	inst := servertest.Start(t, servertest.WithConfig(func(c *server.Config) { c.Now = clock.Now }))
+	inst.CreatePool(t, "default")
+	a := newTestAgent(t, inst, "default", "agent-1")
+	a.login(t)
+	clock.Advance(server.DefaultListenerTokenLifetime + time.Second)
+	_, err := a.client.CreateSession(context.Background(), a.files.Settings.PoolID, pipelines.TaskAgentSession{OwnerName: "x"})
+	wantAPIError(t, err, http.StatusUnauthorized, pipelines.TypeKeyAccessTokenExpired)
+}

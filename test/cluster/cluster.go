@@ -165,7 +165,7 @@ func Start(ctx context.Context, opts Options) (cl *Cluster, retErr error) {
 		name string
 		args []string
 	}{
-		{scheduler, []string{"--kubeconfig=" + c.Kubeconfig, "--leader-elect=false", "--secure-port=0"}},
+		{scheduler, []string{"--kubeconfig=" + c.Kubeconfig, "--leader-elect=false", "--secure-port=0", "-v=4"}},
 		{controllerManager, []string{"--kubeconfig=" + c.Kubeconfig, "--leader-elect=false", "--secure-port=0",
 			"--controllers=garbagecollector,namespace", "--use-service-account-credentials=false"}},
 	} {
