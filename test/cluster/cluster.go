@@ -80,6 +80,7 @@ type Cluster struct {
 
 	dir      string // removed by Stop: kubeconfig, kubectl cache, pod folders, default LogDir
 	env      *envtest.Environment
+	reaper   *reaper
 	children []*child
 	logs     []*os.File
 
@@ -154,6 +155,9 @@ func Start(ctx context.Context, opts Options) (cl *Cluster, retErr error) {
 	if err := os.MkdirAll(c.LogDir, 0o755); err != nil {
 		return c, err
 	}
+	if c.reaper, err = startReaper(); err != nil {
+		return c, err
+	}
 
 	if err := c.startControlPlane(opts); err != nil {
 		return c, err
@@ -165,7 +169,7 @@ func Start(ctx context.Context, opts Options) (cl *Cluster, retErr error) {
 		name string
 		args []string
 	}{
-		{scheduler, []string{"--kubeconfig=" + c.Kubeconfig, "--leader-elect=false", "--secure-port=0", "-v=4"}},
+		{scheduler, []string{"--kubeconfig=" + c.Kubeconfig, "--leader-elect=false", "--secure-port=0"}},
 		{controllerManager, []string{"--kubeconfig=" + c.Kubeconfig, "--leader-elect=false", "--secure-port=0",
 			"--controllers=garbagecollector,namespace", "--use-service-account-credentials=false"}},
 	} {
@@ -206,7 +210,11 @@ func (c *Cluster) startControlPlane(opts Options) error {
 			Etcd:      &envtest.Etcd{Out: etcdLog, Err: etcdLog},
 		},
 	}
-	if _, err := c.env.Start(); err != nil {
+	_, err = c.env.Start()
+	for _, pid := range childrenNamed(etcd, apiServer) {
+		c.reaper.watch(pid)
+	}
+	if err != nil {
 		return fmt.Errorf("starting kube-apiserver and etcd: %w", err)
 	}
 	admin, err := c.env.ControlPlane.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, &rest.Config{QPS: 1000, Burst: 2000})
@@ -294,6 +302,7 @@ func (c *Cluster) startChild(name string, args []string) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting %s: %w", name, err)
 	}
+	c.reaper.watch(cmd.Process.Pid)
 	ch := &child{name: name, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		ch.err = cmd.Wait()
@@ -487,6 +496,7 @@ func (c *Cluster) Stop() error {
 		for _, f := range c.logs {
 			_ = f.Close()
 		}
+		c.reaper.disarm()
 		if err := os.RemoveAll(c.dir); err != nil {
 			errs = append(errs, err)
 		}

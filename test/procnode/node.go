@@ -39,6 +39,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 )
 
 // Config describes a process-backed node.
@@ -233,19 +234,53 @@ func (n *Node) Run(ctx context.Context) (retErr error) {
 	defer n.setProvider(nil)
 	defer p.shutdown(10 * time.Second)
 
+	var untaintErr error
 	go func() {
 		select {
 		case <-vk.Ready():
-			logger.Info("Node is ready", "kubeletPort", port, "workRoot", workRoot)
-			close(n.ready)
 		case <-vk.Done():
+			return
 		}
+		if untaintErr = untaint(runCtx, cfg.Client, cfg.NodeName); untaintErr != nil {
+			cancel()
+			return
+		}
+		logger.Info("Node is ready", "kubeletPort", port, "workRoot", workRoot)
+		close(n.ready)
 	}()
 	err = vk.Run(runCtx)
-	if ctx.Err() != nil {
+	switch {
+	case ctx.Err() != nil:
 		return nil
+	case untaintErr != nil:
+		return fmt.Errorf("procnode: removing the not-ready taint: %w", untaintErr)
 	}
 	return err
+}
+
+// untaint removes the taints the API server puts on a new node
+// (node.kubernetes.io/not-ready) and that the node lifecycle controller would
+// lift once the node reports Ready; that controller does not run in a test
+// cluster, and without it the scheduler places nothing here.
+func untaint(ctx context.Context, client kubernetes.Interface, name string) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		node, err := client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		keep := node.Spec.Taints[:0:0]
+		for _, t := range node.Spec.Taints {
+			if t.Key != corev1.TaintNodeNotReady && t.Key != corev1.TaintNodeUnreachable {
+				keep = append(keep, t)
+			}
+		}
+		if len(keep) == len(node.Spec.Taints) {
+			return nil
+		}
+		node.Spec.Taints = keep
+		_, err = client.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{})
+		return err
+	})
 }
 
 func (n *Node) setProvider(p *provider) {

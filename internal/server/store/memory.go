@@ -661,7 +661,13 @@ func (m *Memory) JobLog(_ context.Context, requestID int64) ([]byte, error) {
 		return nil, err
 	}
 	var buf bytes.Buffer
-	if len(r.logs) > 0 {
+	// While the job runs, its step logs exist but are still empty or partial:
+	// the live feed is the better view until the job finishes.
+	uploaded := 0
+	for _, l := range r.logs {
+		uploaded += len(l.data)
+	}
+	if uploaded > 0 && (m.jobs[requestID].Finished() || len(r.feed) == 0) {
 		for _, l := range r.logs {
 			buf.Write(l.data)
 			if len(l.data) > 0 && l.data[len(l.data)-1] != '\n' {

@@ -398,7 +398,11 @@ func testReporting(t *testing.T, s store.Store) {
 	if got.LineCount != 1 {
 		t.Errorf("LineCount = %d, want 1", got.LineCount)
 	}
+	if log := string(must[[]byte](t)(s.JobLog(ctx, j.RequestID))); log != "live 1\nlive 2\n" {
+		t.Errorf("JobLog of a running job = %q, want the live feed", log)
+	}
+	must[store.Job](t)(s.FinishJob(ctx, j.RequestID, pipelines.ResultSucceeded, t0))
 	if log := string(must[[]byte](t)(s.JobLog(ctx, j.RequestID))); log != "first a\nfirst b\nsecond\n" {
-		t.Errorf("JobLog = %q, want the uploaded logs in order", log)
+		t.Errorf("JobLog of a finished job = %q, want the uploaded logs in order", log)
 	}
 }
