@@ -36,7 +36,7 @@ generate: ## Regenerate deepcopy code for the API types.
 
 .PHONY: manifests
 manifests: ## Regenerate CRDs and RBAC into config/ from the Go markers.
-	$(CONTROLLER_GEN) rbac:roleName=agentry-manager crd paths="./..." \
+	$(CONTROLLER_GEN) rbac:roleName=agentry-manager crd:generateEmbeddedObjectMeta=true paths="./api/...;./controllers/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 
 .PHONY: verify-generated

@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -180,7 +182,7 @@ func (r *AgentReconciler) observePod(ctx context.Context, agent, before *agentry
 		if agent.Status.StartTime == nil {
 			agent.Status.StartTime = pod.Status.StartTime
 			if agent.Status.StartTime == nil {
-				agent.Status.StartTime = ptrTo(metav1.Now())
+				agent.Status.StartTime = ptr.To(metav1.Now())
 			}
 		}
 	default:
@@ -293,7 +295,7 @@ func registerAgent(ctx context.Context, server Server, poolID int, name string, 
 	}
 	if want.ID != 0 {
 		got, err = server.ReplaceAgent(ctx, poolID, want)
-		if pipelines.StatusCode(err) == 404 {
+		if pipelines.StatusCode(err) == http.StatusNotFound {
 			want.ID = 0
 			got, err = server.AddAgent(ctx, poolID, want)
 		}
@@ -504,7 +506,7 @@ func (r *AgentReconciler) deleteOwned(ctx context.Context, agent *agentryv1.Agen
 	if !metav1.IsControlledBy(obj, agent) {
 		return nil
 	}
-	err := r.Delete(ctx, obj, client.Preconditions{UID: ptrTo(obj.GetUID())})
+	err := r.Delete(ctx, obj, client.Preconditions{UID: ptr.To(obj.GetUID())})
 	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
 		return nil
 	}
@@ -525,7 +527,7 @@ func (r *AgentReconciler) patchStatus(ctx context.Context, agent, before *agentr
 func setFinished(agent *agentryv1.Agent, phase agentryv1.AgentPhase) {
 	agent.Status.Phase = phase
 	if agent.Status.CompletionTime == nil {
-		agent.Status.CompletionTime = ptrTo(metav1.Now())
+		agent.Status.CompletionTime = ptr.To(metav1.Now())
 	}
 }
 

@@ -7,26 +7,35 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 )
 
-// reaper kills the cluster's processes if this process dies without Stop
-// (a test timeout's panic, a signal): envtest starts etcd and kube-apiserver
-// without a parent-death signal, so they would outlive a crashed test binary.
-// It is a shell that collects process ids from a pipe; when the pipe closes
-// because this process died it kills each one's process group, and when Stop
-// disarms it, it exits quietly.
+// reaper cleans up after this process if it dies without Stop (a test
+// timeout's panic, a signal): envtest starts etcd and kube-apiserver without
+// a parent-death signal, so they would outlive a crashed test binary, and
+// the temporary folders would stay. It is a shell that collects process ids
+// and folders from a pipe; when the pipe closes because this process died, it
+// kills each process's group and removes the folders; when Stop disarms it,
+// it exits quietly.
 type reaper struct {
-	w   *os.File
-	cmd *exec.Cmd
+	mu sync.Mutex
+	w  *os.File
 }
 
 const reaperScript = `pids=
-while read -r pid; do
-  [ "$pid" = disarm ] && exit 0
-  pids="$pids $pid"
+dirs=
+while IFS= read -r line; do
+  case "$line" in
+    disarm) exit 0 ;;
+    pid\ *) pids="$pids ${line#pid }" ;;
+    rm\ *) dirs="$dirs
+${line#rm }" ;;
+  esac
 done
 for p in $pids; do kill -9 -"$p" "$p" 2>/dev/null; done
+printf '%s\n' "$dirs" | while IFS= read -r d; do [ -n "$d" ] && rm -rf -- "$d"; done
 exit 0`
 
 func startReaper() (*reaper, error) {
@@ -45,21 +54,41 @@ func startReaper() (*reaper, error) {
 		return nil, err
 	}
 	go func() { _ = cmd.Wait() }()
-	return &reaper{w: w, cmd: cmd}, nil
+	return &reaper{w: w}, nil
 }
 
-// watch adds a process (and its process group) to kill if this process dies.
-func (r *reaper) watch(pid int) {
-	if r != nil {
-		fmt.Fprintln(r.w, pid)
+func (r *reaper) send(line string) {
+	if r == nil || strings.ContainsAny(line, "\n") {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.w != nil {
+		fmt.Fprintln(r.w, line)
 	}
 }
 
-// disarm lets the reaper exit without killing anything.
+// watch adds a process (and its process group) to kill if this process dies.
+func (r *reaper) watch(pid int) { r.send("pid " + strconv.Itoa(pid)) }
+
+// remove adds a folder to remove if this process dies.
+func (r *reaper) remove(dir string) {
+	if dir != "" {
+		r.send("rm " + dir)
+	}
+}
+
+// disarm lets the reaper exit without doing anything.
 func (r *reaper) disarm() {
-	if r != nil {
-		fmt.Fprintln(r.w, "disarm")
+	r.send("disarm")
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.w != nil {
 		_ = r.w.Close()
+		r.w = nil
 	}
 }
 

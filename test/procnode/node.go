@@ -191,6 +191,7 @@ func (n *Node) Run(ctx context.Context) (retErr error) {
 	vk, err := nodeutil.NewNode(cfg.NodeName,
 		func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
 			providerCfg = pc
+			p.lister = pc.Pods
 			return p, nil, nil // nil: the naive node provider marks the node Ready once registered
 		},
 		nodeutil.WithClient(cfg.Client),

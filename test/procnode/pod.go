@@ -68,7 +68,8 @@ type launch struct {
 	argv []string
 	env  []string
 	dir  string
-	err  error // why the process cannot start (reported as StartError)
+	rw   rewriter // the container's mounts, for `kubectl exec` arguments
+	err  error    // why the process cannot start (reported as StartError)
 }
 
 func newPodRun(p *provider, key string, pod *corev1.Pod) (*podRun, error) {
@@ -246,7 +247,7 @@ func (r *podRun) resolve(objs *objectCache, pod *corev1.Pod, c corev1.Container,
 		}
 	}
 
-	l := &launch{dir: dir}
+	l := &launch{dir: dir, rw: rw}
 	// The node's own variables hold host paths already; only the pod's are rewritten.
 	l.env = append(l.env,
 		"PATH="+r.p.path,

@@ -19,6 +19,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	corev1listers "k8s.io/client-go/listers/core/v1"
 	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 )
 
@@ -33,6 +34,8 @@ type provider struct {
 	workRoot  string
 	maxGrace  time.Duration
 	startTime metav1.Time
+
+	lister corev1listers.PodLister // this node's pods as the API server has them
 
 	mu       sync.Mutex
 	pods     map[string]*podRun // by namespace/name
@@ -113,7 +116,11 @@ func (p *provider) DeletePod(_ context.Context, pod *corev1.Pod) error {
 
 func (p *provider) finalise(r *podRun) {
 	r.markUnstarted()
-	r.notify()
+	if p.inAPI(r) {
+		// The last status, while there is a pod to write it to: the pod
+		// controller's notification handler waits for pods it does not know.
+		r.notify()
+	}
 	if err := os.RemoveAll(r.dir); err != nil {
 		p.log.Error(err, "Removing the pod folder failed", "pod", r.key)
 	}
@@ -133,6 +140,14 @@ func (p *provider) finalise(r *podRun) {
 		p.log.Error(err, "Removing the stopped pod from the API server failed", "pod", r.key)
 	}
 	p.log.V(1).Info("Pod removed", "pod", r.key)
+}
+
+func (p *provider) inAPI(r *podRun) bool {
+	if p.lister == nil {
+		return true
+	}
+	pod, err := p.lister.Pods(r.pod.Namespace).Get(r.pod.Name)
+	return err == nil && pod.UID == r.pod.UID
 }
 
 func gracePeriod(pod *corev1.Pod, limit time.Duration) time.Duration {
@@ -236,11 +251,15 @@ func (p *provider) RunInContainer(ctx context.Context, namespace, podName, conta
 	if l == nil || len(cmd) == 0 {
 		return errdefs.InvalidInput("the container has not been prepared yet")
 	}
-	path, err := lookPath(cmd[0], p.path)
+	argv := make([]string, len(cmd))
+	for i, a := range cmd {
+		argv[i] = l.rw.rewrite(a)
+	}
+	path, err := lookPath(argv[0], p.path)
 	if err != nil {
 		return err
 	}
-	x := exec.CommandContext(ctx, path, cmd[1:]...)
+	x := exec.CommandContext(ctx, path, argv[1:]...)
 	x.Env, x.Dir = l.env, l.dir
 	x.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if in := attach.Stdin(); in != nil {
