@@ -172,7 +172,7 @@ func (r *podRun) prepare() bool {
 			return false
 		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 5*time.Second)
+		backoff = min(backoff*2, 2*time.Second)
 	}
 }
 
@@ -403,6 +403,7 @@ func (r *podRun) markUnstarted() {
 				ExitCode: 137, Reason: "ContainerStatusUnknown", Message: "The pod was deleted before the container started",
 				StartedAt: now, FinishedAt: now,
 			}}
+			c.log.end()
 		}
 	}
 }
@@ -426,6 +427,7 @@ func (r *podRun) failAll(reason, message string) {
 			c.state = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
 				ExitCode: startErrorExitCode, Reason: reason, Message: message, StartedAt: now, FinishedAt: now,
 			}}
+			c.log.end()
 		}
 	}
 }

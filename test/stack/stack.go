@@ -22,9 +22,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/agentry-dev/agentry/internal/jobapi"
 	"github.com/agentry-dev/agentry/internal/pipelines"
@@ -91,6 +94,10 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		opts.PoolName = "default"
 	}
 	s := &Stack{opts: opts, BinDir: filepath.Join(opts.WorkDir, "bin")}
+	// The in-process parts (envtest, the node) log through these; their
+	// output is not what a user of the stack wants on screen.
+	ctrllog.SetLogger(logr.Discard())
+	klog.SetLogger(logr.Discard())
 
 	s.progress("building agentry-server, agentry-manager and agentry-agent")
 	if err := BuildBinaries(ctx, opts.RepoRoot, s.BinDir); err != nil {
