@@ -6,6 +6,7 @@ package jobapi
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -107,4 +108,36 @@ func (c Client) JobLog(ctx context.Context, id int64) (string, error) {
 	var buf bytes.Buffer
 	_, err := c.Do(ctx, http.MethodGet, JobsPath+"/"+strconv.FormatInt(id, 10)+"/log", nil, nil, &buf)
 	return buf.String(), err
+}
+
+// QueuePath is the queue watch, an agentry extension: a long-poll on a pool's
+// unfinished job requests that answers as soon as the set changes.
+//
+//	GET /_apis/agentry/pools/{poolId}/queue?after=REVISION&wait=SECONDS
+//
+// It answers at once when the pool's queue revision is greater than after
+// (or after is absent), otherwise when the queue changes or wait (default
+// 30, at most 60) seconds pass, with the same revision. Admin token.
+const QueuePath = "/_apis/agentry/pools/%d/queue"
+
+// QueueState is the answer of the queue watch: every job request of the pool
+// that has not finished, and the revision to pass as after next time.
+type QueueState struct {
+	Revision    int64                           `json:"revision"`
+	JobRequests []pipelines.TaskAgentJobRequest `json:"jobRequests"`
+}
+
+// WatchQueue long-polls the pool's queue. A server that does not have the
+// watch (Azure DevOps) answers 404; callers then poll jobrequests instead.
+func (c Client) WatchQueue(ctx context.Context, poolID int, after int64, wait time.Duration) (*QueueState, error) {
+	q := url.Values{}
+	if after > 0 {
+		q.Set("after", strconv.FormatInt(after, 10))
+	}
+	if wait > 0 {
+		q.Set("wait", strconv.Itoa(int(wait.Seconds())))
+	}
+	var s QueueState
+	_, err := c.Do(ctx, http.MethodGet, fmt.Sprintf(QueuePath, poolID), q, nil, &s)
+	return &s, err
 }
