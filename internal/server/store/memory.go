@@ -25,6 +25,9 @@ type Memory struct {
 	nextJob     int64
 	nextMessage int64
 
+	nextAdminToken int64
+	adminTokens    []AdminToken // by ID
+
 	pools     map[int]Pool
 	agents    map[int]Agent
 	tokens    map[string]ListenerToken
@@ -223,21 +226,35 @@ func (m *Memory) DeleteAgent(_ context.Context, id int, now time.Time) (AgentDel
 	}
 	var d AgentDeletion
 	if j, ok := m.jobs[a.RequestID]; ok && !j.Finished() {
-		if j.ReceiveTime.IsZero() {
-			j.AssignTime, j.LockedUntil = time.Time{}, time.Time{}
-			j.AgentID, j.AgentName, j.TokenHash = 0, "", ""
-			d.Requeued = j.RequestID
-		} else {
-			j.FinishTime, j.Result = now, pipelines.ResultAbandoned
+		if j = m.takeBack(j, now); j.Finished() {
 			d.Abandoned = j.RequestID
+		} else {
+			d.Requeued = j.RequestID
 		}
-		m.jobs[j.RequestID] = j
 	}
 	delete(m.agents, id)
 	maps.DeleteFunc(m.tokens, func(_ string, t ListenerToken) bool { return t.AgentID == id })
 	maps.DeleteFunc(m.sessions, func(_ string, s Session) bool { return s.AgentID == id })
 	maps.DeleteFunc(m.messages, func(_ int64, msg Message) bool { return msg.AgentID == id })
 	return d, nil
+}
+
+// takeBack requeues a job its agent will not run, or abandons it when the
+// agent had started it or it has had MaxJobAttempts attempts. m.mu is held.
+func (m *Memory) takeBack(j Job, now time.Time) Job {
+	maps.DeleteFunc(m.messages, func(_ int64, msg Message) bool { return msg.RequestID == j.RequestID })
+	if !j.StartTime.IsZero() || j.Attempts >= MaxJobAttempts {
+		j.FinishTime, j.Result = now, pipelines.ResultAbandoned
+	} else {
+		if a, ok := m.agents[j.AgentID]; ok && a.RequestID == j.RequestID {
+			a.RequestID = 0
+			m.agents[a.ID] = a
+		}
+		j.AssignTime, j.ReceiveTime, j.LockedUntil = time.Time{}, time.Time{}, time.Time{}
+		j.AgentID, j.AgentName, j.TokenHash = 0, "", ""
+	}
+	m.jobs[j.RequestID] = j
+	return j
 }
 
 // ---- listener tokens ----
@@ -413,7 +430,7 @@ func (m *Memory) ListJobs(_ context.Context, f JobFilter) ([]Job, error) {
 	out := []Job{}
 	for _, j := range m.jobs {
 		queued := j.AssignTime.IsZero() && !j.Finished()
-		if (f.PoolID == 0 || j.PoolID == f.PoolID) && (!f.Queued || queued) {
+		if (f.PoolID == 0 || j.PoolID == f.PoolID) && (!f.Queued || queued) && (!f.Unfinished || !j.Finished()) {
 			out = append(out, cloneJob(j))
 		}
 	}
@@ -444,6 +461,7 @@ func (m *Memory) AssignJob(_ context.Context, a Assignment) (Job, error) {
 	}
 	j.AssignTime, j.LockedUntil = a.Now, a.LockedUntil
 	j.AgentID, j.AgentName, j.TokenHash = ag.ID, ag.Name, a.TokenHash
+	j.Attempts++
 	m.jobs[j.RequestID] = j
 	ag.RequestID = j.RequestID
 	m.agents[ag.ID] = ag
@@ -493,6 +511,48 @@ func (m *Memory) FinishJob(_ context.Context, requestID int64, result pipelines.
 	// A job that finishes leaves nothing for its agent to pick up.
 	maps.DeleteFunc(m.messages, func(_ int64, msg Message) bool { return msg.RequestID == requestID })
 	return cloneJob(j), nil
+}
+
+// CancelJob implements Store.
+func (m *Memory) CancelJob(_ context.Context, requestID int64, cancel Message, now time.Time) (Job, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	j, ok := m.jobs[requestID]
+	if !ok {
+		return Job{}, notFound("job request", requestID)
+	}
+	if j.Finished() {
+		return cloneJob(j), fmt.Errorf("job request %d already finished: %w", requestID, ErrConflict)
+	}
+	if j.StartTime.IsZero() {
+		j.FinishTime, j.Result = now, pipelines.ResultCanceled
+		maps.DeleteFunc(m.messages, func(_ int64, msg Message) bool { return msg.RequestID == requestID })
+		m.jobs[requestID] = j
+		return cloneJob(j), nil
+	}
+	if j.CancelTime.IsZero() {
+		j.CancelTime = now
+		m.jobs[requestID] = j
+		m.nextMessage++
+		m.messages[m.nextMessage] = Message{
+			ID: m.nextMessage, AgentID: j.AgentID, Type: cancel.Type, Body: bytes.Clone(cancel.Body), RequestID: requestID,
+		}
+	}
+	return cloneJob(j), nil
+}
+
+// RequeueJob implements Store.
+func (m *Memory) RequeueJob(_ context.Context, requestID int64, agentID int, now time.Time) (Job, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	j, ok := m.jobs[requestID]
+	if !ok {
+		return Job{}, notFound("job request", requestID)
+	}
+	if j.Finished() || j.AgentID != agentID || agentID == 0 || !j.StartTime.IsZero() {
+		return cloneJob(j), fmt.Errorf("job request %d is not an unstarted job of agent %d: %w", requestID, agentID, ErrConflict)
+	}
+	return cloneJob(m.takeBack(j, now)), nil
 }
 
 // ---- messages ----
@@ -681,4 +741,58 @@ func (m *Memory) JobLog(_ context.Context, requestID int64) ([]byte, error) {
 		buf.WriteByte('\n')
 	}
 	return buf.Bytes(), nil
+}
+
+// ---- admin tokens ----
+
+// CreateAdminToken implements Store.
+func (m *Memory) CreateAdminToken(_ context.Context, t AdminToken) (AdminToken, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, o := range m.adminTokens {
+		if o.Hash == t.Hash {
+			return AdminToken{}, fmt.Errorf("admin token hash: %w", ErrExists)
+		}
+		if !o.Revoked() && strings.EqualFold(o.Name, t.Name) {
+			return AdminToken{}, fmt.Errorf("admin token %q: %w", t.Name, ErrExists)
+		}
+	}
+	m.nextAdminToken++
+	t.ID = m.nextAdminToken
+	m.adminTokens = append(m.adminTokens, t)
+	return t, nil
+}
+
+// GetAdminTokenByHash implements Store.
+func (m *Memory) GetAdminTokenByHash(_ context.Context, hash string) (AdminToken, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, t := range m.adminTokens {
+		if hash != "" && t.Hash == hash {
+			return t, nil
+		}
+	}
+	return AdminToken{}, notFound("admin token", "")
+}
+
+// ListAdminTokens implements Store.
+func (m *Memory) ListAdminTokens(_ context.Context) ([]AdminToken, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]AdminToken{}, m.adminTokens...), nil
+}
+
+// RevokeAdminToken implements Store.
+func (m *Memory) RevokeAdminToken(_ context.Context, id int64, now time.Time) (AdminToken, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i, t := range m.adminTokens {
+		if t.ID == id {
+			if !t.Revoked() {
+				m.adminTokens[i].RevokedAt = now
+			}
+			return m.adminTokens[i], nil
+		}
+	}
+	return AdminToken{}, notFound("admin token", id)
 }

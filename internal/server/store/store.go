@@ -7,9 +7,9 @@
 // the store's own memory), and is atomic on its own: the methods that decide
 // something under concurrency (AssignJob, NextMessage, DeleteAgent,
 // FinishJob, CreateSession) are compare-and-set operations that map onto one
-// SQL transaction each. Memory is the in-process implementation; a durable
-// SQLite one will implement the same interface and pass the same conformance
-// suite (package storetest).
+// SQL transaction each. Memory is the in-process implementation, SQLite the
+// durable one (the server's default); both pass the same conformance suite
+// (package storetest).
 //
 // Tokens are stored only as hashes (see the server's hashToken). The one
 // exception is a job message waiting for its agent to acknowledge it: its
@@ -45,6 +45,10 @@ const (
 	MaxFeedLines       = 100_000
 	MaxLogsPerJob      = 1000
 	MaxLogBytesPerJob  = 256 << 20
+	// MaxJobAttempts is how many times a job may be assigned to an agent: a
+	// job whose agent vanishes before starting it goes back to the queue
+	// until it has had this many attempts, then it is abandoned.
+	MaxJobAttempts = 3
 )
 
 // Pool is an agent pool.
@@ -121,6 +125,11 @@ type Job struct {
 	AgentName string
 	// TokenHash is the hash of the job token, set on assignment.
 	TokenHash string
+	// Attempts counts the job's assignments to an agent (AssignJob adds one).
+	Attempts int
+	// CancelTime is when a cancellation of the running job was asked for
+	// (CancelJob); the job is finished when its agent reports.
+	CancelTime time.Time
 }
 
 // Finished reports whether the job has a result.
@@ -157,11 +166,35 @@ type AgentDeletion struct {
 	Abandoned int64
 }
 
+// AdminToken is a named admin credential (a personal access token). Only
+// the SHA-256 hash of the token is stored.
+type AdminToken struct {
+	ID        int64
+	Name      string
+	Hash      string
+	CreatedOn time.Time
+	// ExpiresAt is zero for a token that does not expire.
+	ExpiresAt time.Time
+	// RevokedAt is zero for a token that has not been revoked.
+	RevokedAt time.Time
+}
+
+// Revoked reports whether the token has been revoked.
+func (t AdminToken) Revoked() bool { return !t.RevokedAt.IsZero() }
+
+// Valid reports whether the token may be used at now: not revoked and not
+// expired.
+func (t AdminToken) Valid(now time.Time) bool {
+	return !t.Revoked() && (t.ExpiresAt.IsZero() || now.Before(t.ExpiresAt))
+}
+
 // JobFilter selects jobs; zero fields select all.
 type JobFilter struct {
 	PoolID int
 	// Queued selects only jobs neither assigned nor finished.
 	Queued bool
+	// Unfinished selects only jobs without a result.
+	Unfinished bool
 }
 
 // Store is agentry-server's state. See the package comment for its rules.
@@ -186,8 +219,9 @@ type Store interface {
 	// ListAgents returns a pool's agents by id.
 	ListAgents(ctx context.Context, poolID int) ([]Agent, error)
 	// DeleteAgent removes an agent with its tokens, sessions and messages. A
-	// job it received and had not finished becomes abandoned; one it was
-	// assigned but never received goes back to the queue.
+	// job it started (renewed) and had not finished becomes abandoned; one
+	// it was assigned but never started goes back to the queue, or is
+	// abandoned when it has had MaxJobAttempts attempts.
 	DeleteAgent(ctx context.Context, id int, now time.Time) (AgentDeletion, error)
 
 	// PutListenerToken stores a token and drops the agent's tokens that
@@ -214,8 +248,8 @@ type Store interface {
 	// ListJobs returns jobs by RequestID.
 	ListJobs(ctx context.Context, f JobFilter) ([]Job, error)
 	// AssignJob hands a queued job to an agent and queues the message that
-	// carries it, atomically. ErrConflict if the job is no longer queued or
-	// the agent already took a job.
+	// carries it, atomically, and adds one to the job's Attempts. ErrConflict
+	// if the job is no longer queued or the agent already took a job.
 	AssignJob(ctx context.Context, a Assignment) (Job, error)
 	// RenewJob extends the lock of a job assigned to agentID and records its
 	// start the first time. A finished job is returned unchanged. ErrNotFound
@@ -224,6 +258,19 @@ type Store interface {
 	// FinishJob sets a job's result. ErrConflict (with the stored job) if it
 	// had already finished.
 	FinishJob(ctx context.Context, requestID int64, result pipelines.TaskResult, now time.Time) (Job, error)
+	// CancelJob cancels a job, atomically. A job not yet started (queued,
+	// or assigned and never renewed) is finished as canceled at once and its
+	// messages dropped. For a started job it records CancelTime (the first
+	// time only) and queues cancel (its Type and Body; ID and AgentID are
+	// set here) for the job's agent; the job finishes when the agent
+	// reports. ErrConflict (with the stored job) if it had already finished.
+	CancelJob(ctx context.Context, requestID int64, cancel Message, now time.Time) (Job, error)
+	// RequeueJob takes back a job assigned to agentID that the agent never
+	// started: the assignment, lock, token and the job's messages are
+	// dropped, the agent is free to take a job again, and the job is queued
+	// again; or, when it has had MaxJobAttempts attempts, finished as
+	// abandoned. ErrConflict if the job is not in that state.
+	RequeueJob(ctx context.Context, requestID int64, agentID int, now time.Time) (Job, error)
 
 	// NextMessage returns the agent's oldest message not yet deleted, and
 	// marks the job it carries as received. ErrNotFound when there is none.
@@ -246,4 +293,16 @@ type Store interface {
 	// JobLog is the job's log for users: the uploaded logs in the order they
 	// were created or, while there are none, the feed lines.
 	JobLog(ctx context.Context, requestID int64) ([]byte, error)
+
+	// CreateAdminToken stores a token and assigns its ID. ErrExists if a
+	// token that is not revoked has the name (any case), or any token has
+	// the hash.
+	CreateAdminToken(ctx context.Context, t AdminToken) (AdminToken, error)
+	// GetAdminTokenByHash finds a token, revoked and expired ones included.
+	GetAdminTokenByHash(ctx context.Context, hash string) (AdminToken, error)
+	// ListAdminTokens returns every token by ID, revoked ones included.
+	ListAdminTokens(ctx context.Context) ([]AdminToken, error)
+	// RevokeAdminToken revokes a token; revoking it again keeps the first
+	// revocation time. ErrNotFound if there is no such token.
+	RevokeAdminToken(ctx context.Context, id int64, now time.Time) (AdminToken, error)
 }
