@@ -112,11 +112,12 @@ func run(ctx context.Context) error {
 	return nil
 }
 
-// follow prints one status line a second until every job is completed and
+// follow prints a status line whenever it changes (checked four times a
+// second) until every job is completed and
 // the operator has removed every agent.
 func follow(ctx context.Context, s *stack.Stack, ids []int64) ([]*jobapi.Job, error) {
 	jobs := make([]*jobapi.Job, len(ids))
-	t := time.NewTicker(time.Second)
+	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	last := ""
 	for {
