@@ -10,7 +10,7 @@ TOOLS_DIR   ?= $(CURDIR)/.tools
 GOTEST_FLAGS ?= -count=1 -timeout=40m
 # hack/tools.sh prints the assets folder on its last line; it builds nothing
 # that is already cached.
-ASSETS       = $(shell AGENTRY_TOOLS_DIR=$(TOOLS_DIR) hack/tools.sh | tail -n1)
+ASSETS       = $(shell AGENTRY_TOOLS_DIR=$(TOOLS_DIR) hack/tools.sh helm | tail -n1)
 CONTROLLER_GEN = $(ASSETS)/controller-gen
 
 BINARIES := agentry-manager agentry-agent agentry-server
@@ -20,8 +20,8 @@ help: ## List every target with what it does.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: tools
-tools: ## Build the pinned Kubernetes, etcd and controller-gen binaries into .tools/ (skips what is cached).
-	@AGENTRY_TOOLS_DIR=$(TOOLS_DIR) hack/tools.sh >/dev/null
+tools: ## Build the pinned Kubernetes, etcd, controller-gen and helm binaries into .tools/ (skips what is cached).
+	@AGENTRY_TOOLS_DIR=$(TOOLS_DIR) hack/tools.sh helm >/dev/null
 
 .PHONY: build
 build: ## Build agentry-manager, agentry-agent and agentry-server into bin/.
@@ -38,10 +38,14 @@ generate: ## Regenerate deepcopy code for the API types.
 manifests: ## Regenerate CRDs and RBAC into config/ from the Go markers.
 	$(CONTROLLER_GEN) rbac:roleName=agentry-manager crd:generateEmbeddedObjectMeta=true paths="./api/...;./controllers/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	rm -f charts/agentry/crds/*.yaml && cp config/crd/bases/*.yaml charts/agentry/crds/
+	cp config/rbac/role.yaml charts/agentry/files/role.yaml
 
 .PHONY: verify-generated
 verify-generated: generate manifests ## Fail if generated files differ from what is checked in.
-	@git diff --exit-code -- api config || { echo "generated files are stale: run 'make generate manifests' and commit"; exit 1; }
+	@if [ -n "$$(git status --porcelain -- api config charts)" ]; then \
+	  git status --short -- api config charts; git --no-pager diff --stat -- api config charts; \
+	  echo "generated files are stale: run 'make generate manifests' and commit"; exit 1; fi
 
 .PHONY: vet
 vet: ## Run go vet on every package.
