@@ -38,6 +38,7 @@ generate: ## Regenerate deepcopy code for the API types.
 manifests: ## Regenerate CRDs and RBAC into config/ from the Go markers.
 	$(CONTROLLER_GEN) rbac:roleName=agentry-manager crd:generateEmbeddedObjectMeta=true paths="./api/...;./controllers/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	$(GO) run ./hack/crdtrim config/crd/bases/agentry.dev_agentpools.yaml
 	rm -f charts/agentry/crds/*.yaml && cp config/crd/bases/*.yaml charts/agentry/crds/
 	cp config/rbac/role.yaml charts/agentry/files/role.yaml
 

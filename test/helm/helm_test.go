@@ -272,3 +272,37 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// TestKustomizeApply applies config/default with plain client-side
+// `kubectl apply -k`, as the README tells users to.
+func TestKustomizeApply(t *testing.T) {
+	cl := cluster.StartForTest(t, cluster.Options{AssetsDir: os.Getenv("KUBEBUILDER_ASSETS"), LogDir: t.TempDir()})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if out, err := cl.Kubectl("apply", "-k", "../../config/default"); err != nil {
+		t.Fatalf("kubectl apply -k config/default: %v\n%s", err, out)
+	}
+	err := poll(ctx, func() (bool, error) {
+		var crd apiextensionsv1.CustomResourceDefinition
+		if err := cl.Client.Get(ctx, client.ObjectKey{Name: "agentpools.agentry.dev"}, &crd); err != nil {
+			return false, client.IgnoreNotFound(err)
+		}
+		for _, c := range crd.Status.Conditions {
+			if c.Type == apiextensionsv1.Established && c.Status == apiextensionsv1.ConditionTrue {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("AgentPool CRD not established: %v", err)
+	}
+	var d appsv1.Deployment
+	if err := cl.Client.Get(ctx, client.ObjectKey{Namespace: "agentry-system", Name: "agentry-manager"}, &d); err != nil {
+		t.Errorf("manager Deployment: %v", err)
+	}
+	// The sample applies against the CRD it installed.
+	if out, err := cl.Kubectl("apply", "-f", "../../config/samples/agentry_v1alpha1_agentpool.yaml"); err != nil {
+		t.Errorf("kubectl apply of the sample pool: %v\n%s", err, out)
+	}
+}
