@@ -26,9 +26,9 @@ tools: ## Build the pinned Kubernetes, etcd, controller-gen and helm binaries in
 .PHONY: build
 build: ## Build agentry-manager, agentry-agent and agentry-server into bin/.
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/agentry-manager ./cmd/manager
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/agentry-agent ./cmd/agent
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/agentry-server ./cmd/server
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o $(BIN)/agentry-manager ./cmd/manager
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o $(BIN)/agentry-agent ./cmd/agent
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o $(BIN)/agentry-server ./cmd/server
 
 .PHONY: generate
 generate: ## Regenerate deepcopy code for the API types.

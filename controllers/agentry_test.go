@@ -619,8 +619,12 @@ func TestAgentPoolValidation(t *testing.T) {
 			mutate: func(p *agentryv1.AgentPool) { p.Spec.MinIdle = 11 }},
 		{name: "no agent container", wantErr: "template must have a container named agent",
 			mutate: func(p *agentryv1.AgentPool) { p.Spec.Template.Spec.Containers[0].Name = "runner" }},
-		{name: "not an http url", wantErr: "spec.server.url",
+		{name: "not an http url", wantErr: "url must be an http:// or https:// URL with a host",
 			mutate: func(p *agentryv1.AgentPool) { p.Spec.Server.URL = "ftp://example.com" }},
+		{name: "not a url at all", wantErr: "url must be an http:// or https:// URL with a host",
+			mutate: func(p *agentryv1.AgentPool) { p.Spec.Server.URL = "dev.azure.com/org" }},
+		{name: "unknown auth type", wantErr: "spec.server.authType",
+			mutate: func(p *agentryv1.AgentPool) { p.Spec.Server.AuthType = "Digest" }},
 		{name: "name too long for a label", wantErr: "at most 63 characters",
 			mutate: func(p *agentryv1.AgentPool) { p.GenerateName, p.Name = "", strings.Repeat("p", 64) }},
 		{name: "negative maxAgents", wantErr: "spec.maxAgents",
@@ -647,8 +651,10 @@ func TestAgentPoolValidation(t *testing.T) {
 		if err := k8s.Create(ctx, p, client.DryRunAll); err != nil {
 			t.Fatal(err)
 		}
-		got := []any{p.Spec.MinIdle, ptr.Deref(p.Spec.MaxAgents, -1), p.Spec.PollInterval, p.Spec.Server.CredentialsSecretRef.Key}
-		want := []any{int32(0), int32(10), &metav1.Duration{Duration: 2 * time.Second}, "token"}
+		got := []any{p.Spec.MinIdle, ptr.Deref(p.Spec.MaxAgents, -1), p.Spec.PollInterval, p.Spec.Server.CredentialsSecretRef.Key,
+			p.Spec.ScaleDownDelay, p.Spec.StartupTimeout, p.Spec.Server.AuthType}
+		want := []any{int32(0), int32(10), &metav1.Duration{Duration: 2 * time.Second}, "token",
+			&metav1.Duration{Duration: 30 * time.Second}, &metav1.Duration{Duration: 5 * time.Minute}, agentryv1.AuthPersonalAccessToken}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("defaults (-want +got):\n%s", diff)
 		}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -12,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentryv1 "github.com/agentry-dev/agentry/api/v1alpha1"
+	"github.com/agentry-dev/agentry/internal/jobapi"
 	"github.com/agentry-dev/agentry/internal/pipelines"
 )
 
@@ -20,24 +23,69 @@ import (
 type Server interface {
 	GetPoolByName(ctx context.Context, name string) (*pipelines.TaskAgentPool, error)
 	ListJobRequests(ctx context.Context, poolID int) ([]pipelines.TaskAgentJobRequest, error)
+	// WatchQueue long-polls the pool's queue (agentry-server only; others
+	// answer 404).
+	WatchQueue(ctx context.Context, poolID int, after int64, wait time.Duration) (*jobapi.QueueState, error)
 	ListAgents(ctx context.Context, poolID int, name string) ([]pipelines.TaskAgent, error)
+	// ListAgentsWithCapabilities lists the pool's agents with their
+	// capabilities, to find the registrations the operator owns.
+	ListAgentsWithCapabilities(ctx context.Context, poolID int) ([]pipelines.TaskAgent, error)
+	// GetAgent reads one agent with the request assigned to it, if any.
+	GetAgent(ctx context.Context, poolID, agentID int) (*pipelines.TaskAgent, error)
 	AddAgent(ctx context.Context, poolID int, a pipelines.TaskAgent) (*pipelines.TaskAgent, error)
 	ReplaceAgent(ctx context.Context, poolID int, a pipelines.TaskAgent) (*pipelines.TaskAgent, error)
 	DeleteAgent(ctx context.Context, poolID, agentID int) error
 }
 
-// Connector returns a Server for url that authenticates with token.
-type Connector func(url, token string) Server
+// Connector returns a Server for the pool's server that authenticates with
+// token.
+type Connector func(spec agentryv1.ServerSpec, token string) Server
 
-// serverHTTP bounds every server call; the operator makes no long polls.
-var serverHTTP = &http.Client{Timeout: 30 * time.Second}
+var (
+	// serverTransport backs off, across all pools, from a server that asked
+	// for it (Azure DevOps' rate limits).
+	serverTransport = &rateLimitTransport{next: http.DefaultTransport, now: time.Now}
+	// serverHTTP bounds every server call but the queue watch.
+	serverHTTP = &http.Client{Timeout: 30 * time.Second, Transport: serverTransport}
+	// watchHTTP carries the queue watch's long polls.
+	watchHTTP = &http.Client{Timeout: queueWatchWait + 30*time.Second, Transport: serverTransport}
+)
 
 // Connect is the Connector for real servers: agentry-server or Azure DevOps.
-// The token is sent as HTTP Basic with an empty user, which both accept.
-func Connect(url, token string) Server {
-	c := pipelines.NewClient(url, pipelines.PersonalAccessToken(token), serverHTTP)
+func Connect(spec agentryv1.ServerSpec, token string) Server {
+	var auth pipelines.Authorizer = pipelines.PersonalAccessToken(token)
+	if spec.AuthType == agentryv1.AuthBearer {
+		auth = pipelines.BearerToken(token)
+	}
+	c := pipelines.NewClient(spec.URL, auth, serverHTTP)
 	c.UserAgent = "agentry-manager"
-	return c
+	w := *c
+	w.HTTP = watchHTTP
+	return &httpServer{Client: c, watch: jobapi.Client{Client: &w}}
+}
+
+// httpServer is a Server over HTTP.
+type httpServer struct {
+	*pipelines.Client
+	watch jobapi.Client
+}
+
+func (s *httpServer) WatchQueue(ctx context.Context, poolID int, after int64, wait time.Duration) (*jobapi.QueueState, error) {
+	return s.watch.WatchQueue(ctx, poolID, after, wait)
+}
+
+func (s *httpServer) GetAgent(ctx context.Context, poolID, agentID int) (*pipelines.TaskAgent, error) {
+	var a pipelines.TaskAgent
+	_, err := s.Do(ctx, http.MethodGet, fmt.Sprintf("/_apis/distributedtask/pools/%d/agents/%d", poolID, agentID),
+		url.Values{"includeAssignedRequest": {"true"}}, nil, &a)
+	return &a, err
+}
+
+func (s *httpServer) ListAgentsWithCapabilities(ctx context.Context, poolID int) ([]pipelines.TaskAgent, error) {
+	var l pipelines.List[pipelines.TaskAgent]
+	_, err := s.Do(ctx, http.MethodGet, fmt.Sprintf("/_apis/distributedtask/pools/%d/agents", poolID),
+		url.Values{"includeCapabilities": {"true"}, "includeAssignedRequest": {"true"}}, nil, &l)
+	return l.Value, err
 }
 
 // errNoCredentials means the pool's admin token could not be read.
@@ -47,6 +95,14 @@ var errNoCredentials = errors.New("pool credentials are not available")
 // pool's server. The Secret is read from the API server, not a cache, and the
 // token lives no longer than the returned Server.
 func serverFor(ctx context.Context, reader client.Reader, connect Connector, pool *agentryv1.AgentPool) (Server, error) {
+	token, err := poolToken(ctx, reader, pool)
+	if err != nil {
+		return nil, err
+	}
+	return connect(pool.Spec.Server, token), nil
+}
+
+func poolToken(ctx context.Context, reader client.Reader, pool *agentryv1.AgentPool) (string, error) {
 	ref := pool.Spec.Server.CredentialsSecretRef
 	key := ref.Key
 	if key == "" {
@@ -55,25 +111,28 @@ func serverFor(ctx context.Context, reader client.Reader, connect Connector, poo
 	var secret corev1.Secret
 	if err := reader.Get(ctx, client.ObjectKey{Namespace: pool.Namespace, Name: ref.Name}, &secret); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("%w: Secret %q not found", errNoCredentials, ref.Name)
+			return "", fmt.Errorf("%w: Secret %q not found", errNoCredentials, ref.Name)
 		}
-		return nil, fmt.Errorf("reading Secret %q: %w", ref.Name, err)
+		return "", fmt.Errorf("reading Secret %q: %w", ref.Name, err)
 	}
-	token := string(secret.Data[key])
+	token := strings.TrimSpace(string(secret.Data[key]))
 	if token == "" {
-		return nil, fmt.Errorf("%w: Secret %q has no key %q", errNoCredentials, ref.Name, key)
+		return "", fmt.Errorf("%w: Secret %q has no key %q", errNoCredentials, ref.Name, key)
 	}
-	return connect(pool.Spec.Server.URL, token), nil
+	return token, nil
 }
 
 // serverErrorReason classifies a failed server call for a condition's Reason.
 func serverErrorReason(err error) string {
 	var apiErr apierrors.APIStatus
+	var limited *rateLimitedError
 	switch status := pipelines.StatusCode(err); {
 	case errors.Is(err, errNoCredentials):
 		return "CredentialsNotFound"
 	case errors.As(err, &apiErr):
 		return "CredentialsUnreadable"
+	case errors.As(err, &limited) || status == http.StatusTooManyRequests:
+		return "RateLimited"
 	case pipelines.IsTypeKey(err, pipelines.TypeKeyPoolNotFound):
 		return "PoolNotFound"
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:

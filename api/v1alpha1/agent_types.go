@@ -30,6 +30,10 @@ const (
 	// AgentRegisteredCondition is True while the agent is registered with the
 	// server, and False once it was deregistered or registration failed.
 	AgentRegisteredCondition = "Registered"
+	// AgentStartedCondition is True once the agent's pod runs, and False
+	// with the reason when it could not start (ImagePullFailed,
+	// Unschedulable, StartupTimeout, ...).
+	AgentStartedCondition = "Started"
 )
 
 // AgentSpec is the desired state of an Agent.
@@ -85,6 +89,7 @@ type AgentStatus struct {
 // +kubebuilder:printcolumn:name="Agent ID",type=integer,JSONPath=`.status.agentId`
 // +kubebuilder:printcolumn:name="Job",type=integer,JSONPath=`.status.jobRequestId`
 // +kubebuilder:printcolumn:name="Pod",type=string,JSONPath=`.status.podName`,priority=1
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Started")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type Agent struct {
 	metav1.TypeMeta   `json:",inline"`

@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"time"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -9,6 +11,22 @@ import (
 const (
 	DefaultMaxAgents      int32 = 10
 	DefaultCredentialsKey       = "token"
+	DefaultPollInterval         = 2 * time.Second
+	DefaultScaleDownDelay       = 30 * time.Second
+	DefaultStartupTimeout       = 5 * time.Minute
+)
+
+// AuthType is how the operator presents the pool-admin token.
+// +kubebuilder:validation:Enum=PersonalAccessToken;Bearer
+type AuthType string
+
+// Auth types.
+const (
+	// AuthPersonalAccessToken sends the token as HTTP Basic with an empty
+	// user: an Azure DevOps PAT. agentry-server accepts it too.
+	AuthPersonalAccessToken AuthType = "PersonalAccessToken"
+	// AuthBearer sends the token as an OAuth bearer token.
+	AuthBearer AuthType = "Bearer"
 )
 
 // AgentPool condition types.
@@ -35,8 +53,15 @@ type SecretKeySelector struct {
 type ServerSpec struct {
 	// URL of the server: the Azure DevOps organisation or collection URL, or
 	// agentry-server's URL.
-	// +kubebuilder:validation:Pattern=`^https?://`
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''",message="url must be an http:// or https:// URL with a host, such as https://dev.azure.com/my-org"
+	// +kubebuilder:validation:MaxLength=2048
 	URL string `json:"url"`
+	// AuthType is how the token is sent: PersonalAccessToken (HTTP Basic
+	// with an empty user, what Azure DevOps expects and agentry-server
+	// accepts) or Bearer.
+	// +kubebuilder:default=PersonalAccessToken
+	// +optional
+	AuthType AuthType `json:"authType,omitempty"`
 	// PoolName is the agent pool's name on the server.
 	// +kubebuilder:validation:MinLength=1
 	PoolName string `json:"poolName"`
@@ -73,9 +98,21 @@ type AgentPoolSpec struct {
 	// +optional
 	MaxAgents *int32 `json:"maxAgents,omitempty"`
 	// PollInterval is how often the server's job queue is read.
+	// Against agentry-server the operator watches the queue and reacts at
+	// once; this interval applies to servers without the watch (Azure DevOps).
 	// +kubebuilder:default="2s"
 	// +optional
 	PollInterval *metav1.Duration `json:"pollInterval,omitempty"`
+	// ScaleDownDelay is how long an agent beyond the waiting jobs and
+	// minIdle stays idle before it is deregistered and removed.
+	// +kubebuilder:default="30s"
+	// +optional
+	ScaleDownDelay *metav1.Duration `json:"scaleDownDelay,omitempty"`
+	// StartupTimeout is how long an agent's pod may take to run before the
+	// agent is marked Failed and removed.
+	// +kubebuilder:default="5m"
+	// +optional
+	StartupTimeout *metav1.Duration `json:"startupTimeout,omitempty"`
 }
 
 // AgentCounts counts a pool's live agents by what they are doing.
@@ -124,7 +161,10 @@ type AgentPoolStatus struct {
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="an AgentPool's name is a label value and must be at most 63 characters"
 // +kubebuilder:printcolumn:name="Server pool",type=string,JSONPath=`.spec.server.poolName`
 // +kubebuilder:printcolumn:name="Waiting",type=integer,JSONPath=`.status.waitingJobs`
-// +kubebuilder:printcolumn:name="Agents",type=integer,JSONPath=`.status.agents.total`
+// +kubebuilder:printcolumn:name="Starting",type=integer,JSONPath=`.status.agents.starting`
+// +kubebuilder:printcolumn:name="Idle",type=integer,JSONPath=`.status.agents.idle`
+// +kubebuilder:printcolumn:name="Busy",type=integer,JSONPath=`.status.agents.busy`
+// +kubebuilder:printcolumn:name="Max",type=integer,JSONPath=`.spec.maxAgents`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type AgentPool struct {

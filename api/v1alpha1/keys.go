@@ -7,6 +7,19 @@ const (
 	// AgentLabel names the Agent a Secret or pod belongs to.
 	AgentLabel = "agentry.dev/agent"
 
+	// BusyLabel is "true" on an agent pod while its agent runs a job; the
+	// pool's PodDisruptionBudget selects it so the pod cannot be evicted.
+	BusyLabel = "agentry.dev/busy"
+	// SafeToEvictAnnotation tells the cluster autoscaler whether it may
+	// evict a pod; agentry sets it to "false" on busy agents' pods.
+	SafeToEvictAnnotation = "cluster-autoscaler.kubernetes.io/safe-to-evict"
+	// PoolCapability is the user capability every agent is registered with,
+	// valued <namespace>/<AgentPool name>: it marks the registrations the
+	// operator owns, so it can collect orphans without touching others.
+	PoolCapability = "agentry.dev/pool"
+	// DemandQueuedAtAnnotation is on an Agent started for a waiting job: that
+	// job's queue time (RFC 3339), for the queued-to-pod-created metric.
+	DemandQueuedAtAnnotation = "agentry.dev/demand-queued-at"
 	// DeregisterFinalizer keeps an Agent until its server registration is removed.
 	DeregisterFinalizer = "agentry.dev/deregister"
 	// AgentsFinalizer keeps an AgentPool until its Agents are gone, because

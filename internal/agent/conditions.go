@@ -7,22 +7,27 @@ import (
 	"github.com/agentry-dev/agentry/internal/pipelines"
 )
 
-// ShouldRun decides whether a step runs, given its condition and whether an
-// earlier step has failed. It knows the status functions Azure Pipelines
-// uses for steps without an expression; anything else is an error, so a
-// step is never run (or skipped) on a guess. Once a job is canceled no
-// further step runs, whatever its condition.
-func ShouldRun(condition string, failedSoFar bool) (bool, error) {
+// ShouldRun decides whether a step runs, given its condition, whether an
+// earlier step has failed and whether the server canceled the job (or it ran
+// out of time). It knows the status functions Azure Pipelines uses for steps
+// without an expression, with their meaning on Azure: succeeded() and
+// failed() are false once the job is canceled, succeededOrFailed() runs
+// unless it is canceled, always() runs in every case, canceled() only after a
+// cancellation. Anything else is an error, so a step is never run (or
+// skipped) on a guess.
+func ShouldRun(condition string, failedSoFar, canceled bool) (bool, error) {
 	c := strings.ToLower(strings.Join(strings.Fields(condition), ""))
 	switch c {
 	case "", "succeeded()":
-		return !failedSoFar, nil
+		return !failedSoFar && !canceled, nil
 	case "failed()":
-		return failedSoFar, nil
-	case "always()", "succeededorfailed()":
+		return failedSoFar && !canceled, nil
+	case "succeededorfailed()":
+		return !canceled, nil
+	case "always()":
 		return true, nil
-	case "canceled()":
-		return false, nil
+	case "canceled()", "cancelled()":
+		return canceled, nil
 	}
 	return false, fmt.Errorf("condition %q is not supported: agentry-agent knows succeeded(), failed(), succeededOrFailed(), always() and canceled()", condition)
 }

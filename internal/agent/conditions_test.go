@@ -8,26 +8,34 @@ import (
 
 func TestShouldRun(t *testing.T) {
 	tests := []struct {
-		cond    string
-		failed  bool
-		want    bool
-		wantErr bool
+		cond     string
+		failed   bool
+		canceled bool
+		want     bool
+		wantErr  bool
 	}{
-		{"", false, true, false},
-		{"", true, false, false},
-		{"succeeded()", false, true, false},
-		{" Succeeded ( ) ", true, false, false},
-		{"failed()", false, false, false},
-		{"failed()", true, true, false},
-		{"always()", true, true, false},
-		{"succeededOrFailed()", true, true, false},
-		{"canceled()", false, false, false},
-		{"eq(variables.x, 'y')", false, false, true},
+		{"", false, false, true, false},
+		{"", true, false, false, false},
+		{"", false, true, false, false},
+		{"succeeded()", false, false, true, false},
+		{" Succeeded ( ) ", true, false, false, false},
+		{"succeeded()", false, true, false, false},
+		{"failed()", false, false, false, false},
+		{"failed()", true, false, true, false},
+		{"failed()", true, true, false, false},
+		{"always()", true, false, true, false},
+		{"always()", false, true, true, false},
+		{"succeededOrFailed()", true, false, true, false},
+		{"succeededOrFailed()", false, true, false, false},
+		{"canceled()", false, false, false, false},
+		{"canceled()", true, false, false, false},
+		{"canceled()", false, true, true, false},
+		{"eq(variables.x, 'y')", false, false, false, true},
 	}
 	for _, tt := range tests {
-		got, err := ShouldRun(tt.cond, tt.failed)
+		got, err := ShouldRun(tt.cond, tt.failed, tt.canceled)
 		if (err != nil) != tt.wantErr || got != tt.want {
-			t.Errorf("ShouldRun(%q, failed=%v) = %v, %v; want %v, error %v", tt.cond, tt.failed, got, err, tt.want, tt.wantErr)
+			t.Errorf("ShouldRun(%q, failed=%v, canceled=%v) = %v, %v; want %v, error %v", tt.cond, tt.failed, tt.canceled, got, err, tt.want, tt.wantErr)
 		}
 	}
 }

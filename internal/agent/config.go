@@ -41,6 +41,11 @@ type Config struct {
 	// CancelGrace is how long a canceled step has between SIGTERM and SIGKILL
 	// (default 10 s).
 	CancelGrace time.Duration
+	// StopTimeout bounds the wind-down once the agent is told to stop
+	// (SIGTERM): the running step gets SIGTERM at once (SIGKILL after
+	// CancelGrace) and reporting the canceled job ends by StopTimeout, so the
+	// agent leaves inside Kubernetes' default 30 s grace period (default 20 s).
+	StopTimeout time.Duration
 	// RenewInterval is how often the job-request lock is renewed (default 60 s).
 	RenewInterval time.Duration
 	// FeedInterval is how often live console lines are sent (default 500 ms).
@@ -59,6 +64,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CancelGrace <= 0 {
 		c.CancelGrace = 10 * time.Second
+	}
+	if c.StopTimeout <= 0 {
+		c.StopTimeout = 20 * time.Second
 	}
 	if c.RenewInterval <= 0 {
 		c.RenewInterval = 60 * time.Second

@@ -29,18 +29,99 @@ var (
 	errAgentStopping    = errors.New("the agent was asked to stop")
 	errJobGone          = errors.New("the server no longer has the job request")
 	errLockLost         = errors.New("the job-request lock could not be renewed in time")
+	errJobTimeout       = errors.New("job time-out")
 	errStepTimeout      = errors.New("step timed out")
+	errCancelTimeout    = errors.New("the steps that run after a cancellation ran out of time")
+	errStopTimeout      = errors.New("the agent ran out of time to report before it must exit")
 )
 
-// stopResult is the job's result when its context ended early, or "".
-func stopResult(ctx context.Context) pipelines.TaskResult {
-	if ctx.Err() == nil {
-		return ""
-	}
-	if errors.Is(context.Cause(ctx), errLockLost) {
+// hardStop reports whether a stop leaves no room for the steps that run
+// after a cancellation (always(), canceled()): the pod is going away, or the
+// server no longer counts on this agent.
+func hardStop(cause error) bool {
+	return errors.Is(cause, errAgentStopping) || errors.Is(cause, errLockLost) || errors.Is(cause, errJobGone)
+}
+
+// stopResult is the job's result when it was stopped early, or "": soft
+// ends on any stop, hard only on a hard one.
+func stopResult(soft, hard context.Context) pipelines.TaskResult {
+	switch cause := context.Cause(hard); {
+	case errors.Is(cause, errLockLost), errors.Is(cause, errJobGone):
 		return pipelines.ResultAbandoned
 	}
-	return pipelines.ResultCanceled
+	if soft.Err() != nil {
+		return pipelines.ResultCanceled
+	}
+	return ""
+}
+
+// Variables that steer how the job runs.
+const (
+	// varJobTimeout is the job's time-out in minutes (decimals allowed); the
+	// agent cancels the job when it runs longer. Azure DevOps enforces the
+	// time-out on the server and does not send it; agentry-server sends it.
+	varJobTimeout = "system.jobTimeout"
+	// defaultCancelTimeout is how long always() and canceled() steps may run
+	// after a cancellation that did not say (Azure's default
+	// cancelTimeoutInMinutes).
+	defaultCancelTimeout = 5 * time.Minute
+)
+
+// jobTimeout reads system.jobTimeout; zero means none.
+func jobTimeout(vars map[string]pipelines.VariableValue) (time.Duration, error) {
+	v, ok := lookupVar(vars, varJobTimeout)
+	if !ok || strings.TrimSpace(v.Value) == "" {
+		return 0, nil
+	}
+	m, err := strconv.ParseFloat(strings.TrimSpace(v.Value), 64)
+	if err != nil || m < 0 || m > 1e6 {
+		return 0, fmt.Errorf("%s is %q, not a number of minutes", varJobTimeout, v.Value)
+	}
+	return time.Duration(m * float64(time.Minute)), nil
+}
+
+// ParseTimeSpan reads a .NET TimeSpan as Azure sends it, "[d.]hh:mm:ss[.fffffff]".
+func ParseTimeSpan(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	bad := fmt.Errorf("%q is not a time span", s)
+	days := 0
+	parts := strings.Split(s, ":")
+	if len(parts) != 3 {
+		return 0, bad
+	}
+	if d, h, ok := strings.Cut(parts[0], "."); ok {
+		n, err := strconv.Atoi(d)
+		if err != nil || n < 0 {
+			return 0, bad
+		}
+		days, parts[0] = n, h
+	}
+	h, err1 := strconv.Atoi(parts[0])
+	m, err2 := strconv.Atoi(parts[1])
+	sec, err3 := strconv.ParseFloat(parts[2], 64)
+	if err1 != nil || err2 != nil || err3 != nil || h < 0 || m < 0 || sec < 0 || days > 36500 {
+		return 0, bad
+	}
+	return time.Duration(days)*24*time.Hour + time.Duration(h)*time.Hour + time.Duration(m)*time.Minute +
+		time.Duration(sec*float64(time.Second)), nil
+}
+
+// afterOn calls f once d has passed on clock, unless ctx ends first.
+func afterOn(ctx context.Context, clock Clock, d time.Duration, f func()) {
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-clock.After(d):
+			f()
+		}
+	}()
+}
+
+// withClockTimeout is context.WithTimeoutCause on the agent's clock.
+func withClockTimeout(parent context.Context, clock Clock, d time.Duration, cause error) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(parent)
+	afterOn(ctx, clock, d, func() { cancel(cause) })
+	return ctx, func() { cancel(nil) }
 }
 
 // Budgets for reporting calls: the live view gives up quickly, records and
@@ -84,10 +165,25 @@ type jobRunner struct {
 	vars     map[string]pipelines.VariableValue
 	env      []string
 	dirs     workDirs
-	// reportCtx outlives cancellation of the job: a canceled job is still reported.
+	// reportCtx outlives cancellation of the job: a canceled job is still
+	// reported. It ends StopTimeout after the agent is told to stop.
 	reportCtx context.Context
 
+	// soft ends on every stop; hard only on a hard one (see hardStop).
+	softStop, hardStopFn context.CancelCauseFunc
+	// cancelTimeout is the time after a cancellation that always() and
+	// canceled() steps get, in nanoseconds (set from JobCancellation).
+	cancelTimeout atomic.Int64
+
 	feedWarned atomic.Bool
+}
+
+// stop stops the job for cause.
+func (jr *jobRunner) stop(cause error) {
+	jr.softStop(cause)
+	if hardStop(cause) {
+		jr.hardStopFn(cause)
+	}
 }
 
 // runJob renews the job's lock, runs its steps and reports its result. It
@@ -96,7 +192,10 @@ type jobRunner struct {
 func runJob(ctx context.Context, cfg Config, l *listener, job *pipelines.AgentJobRequestMessage, dirs workDirs) (pipelines.TaskResult, error) {
 	log := cfg.Log.WithValues("jobId", job.JobID, "requestId", job.RequestID)
 	tokenURL, token, _ := job.JobToken()
-	jr := &jobRunner{cfg: cfg, log: log, l: l, job: job, dirs: dirs, reportCtx: context.WithoutCancel(ctx)}
+	reportCtx, endReports := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer endReports(nil)
+	jr := &jobRunner{cfg: cfg, log: log, l: l, job: job, dirs: dirs, reportCtx: reportCtx}
+	jr.cancelTimeout.Store(int64(defaultCancelTimeout))
 	jr.reporter = pipelines.NewClient(tokenURL, pipelines.BearerToken(token), cfg.HTTPClient)
 	jr.reporter.UserAgent = l.client.UserAgent
 	jr.vars = jobVariables(job, l.files.Settings, cfg.Version, dirs)
@@ -113,25 +212,46 @@ func runJob(ctx context.Context, cfg Config, l *listener, job *pipelines.AgentJo
 		return "", err
 	}
 
-	jobCtx, stop := context.WithCancelCause(context.WithoutCancel(ctx))
-	defer stop(nil)
-	defer context.AfterFunc(ctx, func() { stop(errAgentStopping) })()
+	soft, softStop := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer softStop(nil)
+	hard, hardStopFn := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer hardStopFn(nil)
+	jr.softStop, jr.hardStopFn = softStop, hardStopFn
+	// Told to stop (SIGTERM), the agent cancels the job at once and leaves
+	// StopTimeout for reporting it, so it exits before the pod is killed.
+	defer context.AfterFunc(ctx, func() {
+		jr.stop(errAgentStopping)
+		afterOn(reportCtx, cfg.Clock, cfg.StopTimeout, func() { endReports(errStopTimeout) })
+	})()
 
 	watchCtx, stopWatching := context.WithCancel(context.WithoutCancel(ctx))
 	var watchers sync.WaitGroup
-	watchers.Go(func() { jr.keepLock(watchCtx, lockedUntil(lock, cfg.Clock.Now()), stop) })
-	watchers.Go(func() { jr.watchForCancel(watchCtx, stop) })
+	watchers.Go(func() { jr.keepLock(watchCtx, lockedUntil(lock, cfg.Clock.Now()), jr.stop) })
+	watchers.Go(func() { jr.watchForCancel(watchCtx) })
 	defer func() {
 		stopWatching()
 		watchers.Wait()
 	}()
+	if d, err := jobTimeout(jr.vars); err != nil {
+		log.Info("Ignoring the job time-out", "reason", err.Error())
+	} else if d > 0 {
+		afterOn(watchCtx, cfg.Clock, d, func() {
+			jr.stop(fmt.Errorf("%w: the job ran longer than its maximum time of %s", errJobTimeout, d))
+		})
+	}
 
-	result := jr.run(jobCtx)
-	if cause := context.Cause(jobCtx); cause != nil {
+	result := jr.run(soft, hard)
+	if cause := context.Cause(soft); cause != nil {
 		log.Info("The job stopped early", "reason", cause.Error())
 	}
 	log.Info("Reporting the job result", "result", result)
-	return result, jr.complete(result)
+	err = jr.complete(result)
+	if err != nil && result == pipelines.ResultAbandoned {
+		// The server gave the job up already; there is nothing to hand back.
+		log.Error(err, "Could not report the abandoned job")
+		return result, nil
+	}
+	return result, err
 }
 
 // jobVariables are the job's variables plus the ones the agent defines
@@ -219,7 +339,7 @@ func (jr *jobRunner) keepLock(ctx context.Context, until time.Time, stop context
 
 // watchForCancel keeps polling the queue while the job runs and stops the
 // job when a cancellation for it arrives.
-func (jr *jobRunner) watchForCancel(ctx context.Context, stop context.CancelCauseFunc) {
+func (jr *jobRunner) watchForCancel(ctx context.Context) {
 	for ctx.Err() == nil {
 		msg, err := jr.l.nextMessage(ctx)
 		switch {
@@ -240,8 +360,13 @@ func (jr *jobRunner) watchForCancel(ctx context.Context, stop context.CancelCaus
 				jr.log.Error(err, "Cancellation message is unreadable; canceling anyway")
 			}
 			if err != nil || c.JobID == "" || strings.EqualFold(c.JobID, jr.job.JobID) {
+				if c != nil && c.Timeout != "" {
+					if d, err := ParseTimeSpan(c.Timeout); err == nil {
+						jr.cancelTimeout.Store(int64(d))
+					}
+				}
 				jr.log.Info("Canceling the job: the server asked to")
-				stop(errCanceledByServer)
+				jr.stop(errCanceledByServer)
 			}
 		case strings.EqualFold(msg.MessageType, pipelines.MessageTypeJobRequest):
 			// Not acknowledged, so the server can give it to another agent.
@@ -257,8 +382,11 @@ func (jr *jobRunner) watchForCancel(ctx context.Context, stop context.CancelCaus
 	}
 }
 
-// run runs the steps in order and returns the job's result.
-func (jr *jobRunner) run(ctx context.Context) pipelines.TaskResult {
+// run runs the steps in order and returns the job's result. soft ends when
+// the job is stopped: the running step is stopped, and afterwards only
+// always() and canceled() steps run, within the cancel time-out; hard ends
+// when not even those may run.
+func (jr *jobRunner) run(soft, hard context.Context) pipelines.TaskResult {
 	job := jr.job
 	start := jr.now()
 	name := job.JobDisplayName
@@ -284,21 +412,32 @@ func (jr *jobRunner) run(ctx context.Context) pipelines.TaskResult {
 
 	failed := false
 	var results []pipelines.TaskResult
+	var afterCancel context.Context // where steps run once the job was canceled
 	for i, s := range job.Steps {
 		rec := &records[i]
-		run, condErr := ShouldRun(s.Condition, failed)
+		canceled := soft.Err() != nil
+		run, condErr := ShouldRun(s.Condition, failed, canceled)
+		stepCtx := soft
+		if canceled {
+			if afterCancel == nil {
+				var cancel context.CancelFunc
+				afterCancel, cancel = withClockTimeout(hard, jr.cfg.Clock, time.Duration(jr.cancelTimeout.Load()), errCancelTimeout)
+				defer cancel()
+			}
+			stepCtx = afterCancel
+		}
 		var res pipelines.TaskResult
 		switch {
-		case ctx.Err() != nil, s.Enabled != nil && !*s.Enabled:
+		case stepCtx.Err() != nil, s.Enabled != nil && !*s.Enabled:
 			res = jr.skip(rec)
 		case condErr != nil:
-			res = jr.runStep(ctx, s, rec, func(context.Context, pipelines.JobStep, *stepOutput) (pipelines.TaskResult, string) {
+			res = jr.runStep(stepCtx, s, rec, func(context.Context, pipelines.JobStep, *stepOutput) (pipelines.TaskResult, string) {
 				return pipelines.ResultFailed, condErr.Error()
 			})
 		case !run:
 			res = jr.skip(rec)
 		default:
-			res = jr.runStep(ctx, s, rec, jr.execute)
+			res = jr.runStep(stepCtx, s, rec, jr.execute)
 		}
 		results = append(results, res)
 		if res == pipelines.ResultFailed || res == pipelines.ResultCanceled {
@@ -306,12 +445,16 @@ func (jr *jobRunner) run(ctx context.Context) pipelines.TaskResult {
 		}
 	}
 
-	stop := stopResult(ctx)
+	stop := stopResult(soft, hard)
 	result := JobResult(results, stop)
 	finish := jr.now()
 	jobRec.State, jobRec.FinishTime, jobRec.Result = ptr(pipelines.StateCompleted), &finish, &result
 	if stop != "" {
-		jobRec.Issues = []pipelines.Issue{{Type: "error", Message: context.Cause(ctx).Error()}}
+		why := context.Cause(soft)
+		if result == pipelines.ResultAbandoned {
+			why = context.Cause(hard)
+		}
+		jobRec.Issues = []pipelines.Issue{{Type: "error", Message: jr.mask.Mask(why.Error())}}
 		jobRec.ErrorCount = ptr(1)
 	}
 	jr.updateRecords(jobRec)
@@ -388,7 +531,8 @@ func (jr *jobRunner) runStep(ctx context.Context, s pipelines.JobStep, rec *pipe
 
 // execute runs a script step.
 func (jr *jobRunner) execute(ctx context.Context, s pipelines.JobStep, out *stepOutput) (pipelines.TaskResult, string) {
-	task, err := resolveTask(s.Reference, s.Inputs)
+	expand := func(in string) string { return ExpandMacros(in, jr.vars) }
+	task, err := resolveTask(s.Reference, s.Inputs, expand, jr.dirs.sources)
 	if err != nil {
 		return pipelines.ResultFailed, err.Error()
 	}
@@ -402,7 +546,7 @@ func (jr *jobRunner) execute(ctx context.Context, s pipelines.JobStep, out *step
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return pipelines.ResultFailed, fmt.Sprintf("The working directory %s does not exist.", dir)
 	}
-	script, err := writeScript(jr.dirs.temp, ExpandMacros(input(s.Inputs, "script"), jr.vars))
+	script, err := writeScript(jr.dirs.temp, task.script)
 	if err != nil {
 		return pipelines.ResultFailed, fmt.Sprintf("Could not write the script: %v", err)
 	}
@@ -411,12 +555,15 @@ func (jr *jobRunner) execute(ctx context.Context, s pipelines.JobStep, out *step
 	stepCtx := ctx
 	if s.TimeoutInMinutes > 0 {
 		var cancel context.CancelFunc
-		stepCtx, cancel = context.WithTimeoutCause(ctx, time.Duration(s.TimeoutInMinutes)*time.Minute, errStepTimeout)
+		stepCtx, cancel = withClockTimeout(ctx, jr.cfg.Clock, time.Duration(s.TimeoutInMinutes)*time.Minute, errStepTimeout)
 		defer cancel()
 	}
+	argv := append(task.argv[:len(task.argv):len(task.argv)], script)
+	out.line("========================== Starting Command Output ===========================")
+	out.line(strings.Join(argv, " "))
 	var wroteStderr atomic.Bool
 	code, err := process{
-		argv: append(task.argv, script), dir: dir, env: jr.env, grace: jr.cfg.CancelGrace, clock: jr.cfg.Clock,
+		argv: argv, dir: dir, env: jr.env, grace: jr.cfg.CancelGrace, clock: jr.cfg.Clock,
 		stdout: out.line,
 		stderr: func(line string) { wroteStderr.Store(true); out.line(line) },
 	}.run(stepCtx)
@@ -474,9 +621,14 @@ func writeScript(dir, script string) (string, error) {
 // complete reports the job's result: a JobCompleted event for plans of
 // version 8 and later, a job-request PATCH before that.
 func (jr *jobRunner) complete(result pipelines.TaskResult) error {
+	budget := jr.cfg.RetryTimeout
+	if result == pipelines.ResultAbandoned {
+		// The server stopped answering long ago, or no longer has the job.
+		budget = min(budget, 30*time.Second)
+	}
 	if jr.job.Plan.Version >= pipelines.JobCompletedPlanVersion {
 		ev := pipelines.JobEvent{Name: pipelines.JobCompletedEvent, JobID: jr.job.JobID, RequestID: jr.job.RequestID, Result: result}
-		err := retryTransient(jr.reportCtx, jr.cfg.Clock, jr.cfg.RetryTimeout, func(ctx context.Context) error {
+		err := retryTransient(jr.reportCtx, jr.cfg.Clock, budget, func(ctx context.Context) error {
 			return jr.reporter.RaisePlanEvent(ctx, jr.job.Plan, ev)
 		})
 		if err != nil {
@@ -579,9 +731,12 @@ func newStepOutput(mask *Masker, clock Clock, dir string) *stepOutput {
 	return o
 }
 
+// line takes one or more lines of output. Bytes that are not UTF-8 become
+// U+FFFD (one per invalid run), as the server, the feed's JSON and
+// Microsoft's agent all treat output as UTF-8 text.
 func (o *stepOutput) line(s string) {
 	for _, l := range strings.Split(s, "\n") {
-		l = o.mask.Mask(l)
+		l = o.mask.Mask(strings.ToValidUTF8(l, "\uFFFD"))
 		o.feed.add(l)
 		o.mu.Lock()
 		if o.err == nil {

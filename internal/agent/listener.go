@@ -127,8 +127,7 @@ func (l *listener) call(ctx context.Context, budget time.Duration, doing string,
 		if err == nil {
 			return nil
 		}
-		expired := pipelines.StatusCode(err) == http.StatusUnauthorized || pipelines.IsTypeKey(err, pipelines.TypeKeyAccessTokenExpired)
-		if !expired || refreshed || ctx.Err() != nil {
+		if !tokenExpired(err) || refreshed || ctx.Err() != nil {
 			return l.classify(err, doing)
 		}
 		l.log.V(1).Info("Refreshing the listener token", "after", doing)
@@ -136,6 +135,20 @@ func (l *listener) call(ctx context.Context, budget time.Duration, doing string,
 			return err
 		}
 	}
+}
+
+// tokenExpired reports whether the server asks for a new listener token: a
+// 401 with a Bearer challenge, as Azure answers, or the expired-token typeKey.
+func tokenExpired(err error) bool {
+	var e *pipelines.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	if e.Exception.TypeKey == pipelines.TypeKeyAccessTokenExpired {
+		return true
+	}
+	scheme, _, _ := strings.Cut(strings.TrimSpace(e.Challenge), " ")
+	return e.StatusCode == http.StatusUnauthorized && strings.EqualFold(scheme, "Bearer")
 }
 
 // openSession opens a listener session and unwraps its key. A session that
@@ -209,10 +222,11 @@ func (l *listener) closeSession(ctx context.Context) {
 	if sess == nil || gone {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	// Short: this is the last thing before exit, maybe inside a pod's grace period.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	l.log.Info("Deleting the session")
-	err := l.call(ctx, 10*time.Second, "deleting the session", func(ctx context.Context) error {
+	err := l.call(ctx, 3*time.Second, "deleting the session", func(ctx context.Context) error {
 		return l.client.DeleteSession(ctx, l.files.Settings.PoolID, sess.SessionID)
 	})
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -44,6 +45,7 @@ const (
 	StateQueued    = "queued"    // waiting for an agent
 	StateAssigned  = "assigned"  // delivered to an agent, not yet started
 	StateRunning   = "running"   // the agent renewed its lock and is running steps
+	StateCanceling = "canceling" // running; a cancellation was sent to its agent
 	StateCompleted = "completed" // finished; Result says how
 )
 
@@ -63,6 +65,14 @@ type Job struct {
 	FinishTime *time.Time           `json:"finishTime,omitempty"`
 	AgentID    int                  `json:"agentId,omitempty"`
 	AgentName  string               `json:"agentName,omitempty"`
+	// TimeoutInMinutes is the job's time-out, 0 for none.
+	TimeoutInMinutes int `json:"timeoutInMinutes,omitempty"`
+	// Attempts counts how many times the job was handed to an agent; a job
+	// whose agent vanishes before starting it is queued again, at most
+	// three attempts in all.
+	Attempts int `json:"attempts"`
+	// CancelTime is when a cancellation was asked for.
+	CancelTime *time.Time `json:"cancelTime,omitempty"`
 }
 
 // Routes of the job API.
@@ -108,6 +118,23 @@ func (c Client) JobLog(ctx context.Context, id int64) (string, error) {
 	var buf bytes.Buffer
 	_, err := c.Do(ctx, http.MethodGet, JobsPath+"/"+strconv.FormatInt(id, 10)+"/log", nil, nil, &buf)
 	return buf.String(), err
+}
+
+// CancelJob cancels a job: a job not yet started ends canceled at once; a
+// running one is asked to stop (state canceling) and ends when its agent
+// reports, or abandoned if it does not within the server's cancel timeout.
+func (c Client) CancelJob(ctx context.Context, id int64) (*Job, error) {
+	var j Job
+	_, err := c.Do(ctx, http.MethodPost, JobsPath+"/"+strconv.FormatInt(id, 10)+"/cancel", nil, nil, &j)
+	return &j, err
+}
+
+// FollowJobLog writes the job's log to w as it grows, until the job
+// finishes or ctx ends. The client's HTTP timeout must allow for the job's
+// length.
+func (c Client) FollowJobLog(ctx context.Context, id int64, w io.Writer) error {
+	_, err := c.Do(ctx, http.MethodGet, JobsPath+"/"+strconv.FormatInt(id, 10)+"/log", url.Values{"follow": {"true"}}, nil, w)
+	return err
 }
 
 // QueuePath is the queue watch, an agentry extension: a long-poll on a pool's

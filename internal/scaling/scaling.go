@@ -131,3 +131,24 @@ func Surplus(t Tally, minIdle, maxAgents int, delay time.Duration, now time.Time
 	}
 	return remove, 0
 }
+
+// Start retry back-off: after consecutive agents that failed to start, the
+// pool waits firstStartRetry, doubling per further failure up to maxStartRetry,
+// before it starts another.
+const (
+	firstStartRetry = 10 * time.Second
+	maxStartRetry   = 5 * time.Minute
+)
+
+// StartRetryAfter returns how long a pool must still wait before starting
+// agents, after failures consecutive start failures, the last at last.
+func StartRetryAfter(failures int, last, now time.Time) time.Duration {
+	if failures <= 0 {
+		return 0
+	}
+	d := maxStartRetry
+	if failures <= 16 {
+		d = min(firstStartRetry<<(failures-1), maxStartRetry)
+	}
+	return max(last.Add(d).Sub(now), 0)
+}

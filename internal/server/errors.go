@@ -14,6 +14,10 @@ import (
 // branch on, so it is not in package pipelines.
 const typeKeyNotFound = "VssResourceNotFoundException"
 
+// typeKeyInvalidOperation answers a call that the object's state forbids
+// (canceling a finished job).
+const typeKeyInvalidOperation = "InvalidOperationException"
+
 // eventID is the eventId Azure puts in its error bodies.
 const eventID = 3000
 

@@ -1,8 +1,14 @@
 package server
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -33,14 +39,15 @@ func (s *Server) queueJob(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return storeError(err, pipelines.TypeKeyPoolNotFound, "agent pool "+p.Name)
 	}
-	s.changes.notify(p.ID)
 	s.log.Info("Queued a job", "requestId", j.RequestID, "poolId", p.ID, "steps", len(spec.Steps))
+	s.queueChanged(r.Context(), p.ID, true)
 	writeJSON(w, http.StatusCreated, toJob(j))
 	return nil
 }
 
 var jobStates = map[string]bool{
-	jobapi.StateQueued: true, jobapi.StateAssigned: true, jobapi.StateRunning: true, jobapi.StateCompleted: true,
+	jobapi.StateQueued: true, jobapi.StateAssigned: true, jobapi.StateRunning: true, jobapi.StateCanceling: true,
+	jobapi.StateCompleted: true,
 }
 
 func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) error {
@@ -55,7 +62,7 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) error {
 	}
 	state := q.Get("state")
 	if state != "" && !jobStates[state] {
-		return badRequest("state %q is not one of queued, assigned, running, completed", truncate(state, 32))
+		return badRequest("state %q is not one of queued, assigned, running, canceling, completed", truncate(state, 32))
 	}
 	jobs, err := s.store.ListJobs(r.Context(), f)
 	if err != nil {
@@ -92,19 +99,137 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// getJobLog answers the job's log as text: the logs the agent uploaded, in
-// the order it created them, or the live feed lines while it has uploaded none.
-func (s *Server) getJobLog(w http.ResponseWriter, r *http.Request) error {
+// jobFinished tells the queue watchers and the log's followers.
+func (s *Server) jobFinished(j store.Job) {
+	s.queues.bump(int64(j.PoolID))
+	s.jobs.bump(j.RequestID)
+}
+
+// cancelMessage is the JobCancellation message for a job: the agent has the
+// cancel timeout (a .NET TimeSpan) to stop.
+func (s *Server) cancelMessage(j store.Job) (store.Message, error) {
+	body, err := json.Marshal(pipelines.JobCancelMessage{JobID: j.JobID, Timeout: timeSpan(s.cfg.CancelTimeout)})
+	return store.Message{Type: pipelines.MessageTypeJobCancellation, Body: body}, err
+}
+
+// timeSpan formats d as a .NET TimeSpan, [d.]hh:mm:ss.
+func timeSpan(d time.Duration) string {
+	d = d.Round(time.Second)
+	days, rest := d/(24*time.Hour), d%(24*time.Hour)
+	hms := fmt.Sprintf("%02d:%02d:%02d", rest/time.Hour, rest%time.Hour/time.Minute, rest%time.Minute/time.Second)
+	if days > 0 {
+		return fmt.Sprintf("%d.%s", days, hms)
+	}
+	return hms
+}
+
+// cancel cancels a job (see store.Store.CancelJob) and tells whoever needs
+// to know; reason is for the log.
+func (s *Server) cancel(ctx context.Context, j store.Job, reason string) (store.Job, error) {
+	msg, err := s.cancelMessage(j)
+	if err != nil {
+		return j, err
+	}
+	j, err = s.store.CancelJob(ctx, j.RequestID, msg, s.now())
+	if err != nil {
+		return j, err
+	}
+	if j.Finished() {
+		s.log.Info("Canceled a job that had not started", "requestId", j.RequestID, "reason", reason)
+		s.polls.wakeAgent(j.AgentID) // its job message is gone
+		s.jobFinished(j)
+		return j, nil
+	}
+	s.log.Info("Asked an agent to cancel its job", "requestId", j.RequestID, "agentId", j.AgentID, "reason", reason)
+	s.polls.wakeAgent(j.AgentID)
+	s.queues.bump(int64(j.PoolID))
+	return j, nil
+}
+
+// cancelJob is POST /_apis/agentry/jobs/{id}/cancel.
+func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) error {
 	j, err := s.jobFromPath(r)
 	if err != nil {
 		return err
 	}
-	b, err := s.store.JobLog(r.Context(), j.RequestID)
-	if err != nil {
+	j, err = s.cancel(r.Context(), j, "asked by a user")
+	if errors.Is(err, store.ErrConflict) {
+		return errorf(http.StatusConflict, typeKeyInvalidOperation, "job %d has already finished (%s)", j.RequestID, j.Result)
+	} else if err != nil {
 		return storeError(err, pipelines.TypeKeyJobNotFound, "job "+strconv.FormatInt(j.RequestID, 10))
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	_, err = w.Write(b)
-	return err
+	writeJSON(w, http.StatusOK, toJob(j))
+	return nil
+}
+
+// queueWatch is the query of the queue watch.
+type queueWatch struct {
+	// After is the revision the caller has seen; 0 answers at once.
+	After int64
+	Wait  time.Duration
+}
+
+// Limits of the queue watch's wait.
+const (
+	defaultQueueWait = 30 * time.Second
+	maxQueueWait     = 60 * time.Second
+)
+
+// parseQueueWatch reads ?after=REVISION&wait=SECONDS.
+func parseQueueWatch(q url.Values) (queueWatch, error) {
+	w := queueWatch{Wait: defaultQueueWait}
+	if v := q.Get("after"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return w, badRequest("after %q is not a revision (a non-negative integer)", truncate(v, 32))
+		}
+		w.After = n
+	}
+	if v := q.Get("wait"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return w, badRequest("wait %q is not a number of seconds", truncate(v, 32))
+		}
+		w.Wait = min(time.Duration(n)*time.Second, maxQueueWait)
+	}
+	return w, nil
+}
+
+// watchQueue is GET /_apis/agentry/pools/{poolId}/queue: the pool's
+// unfinished job requests, at once when the queue revision is past after,
+// else when it changes or the wait ends.
+func (s *Server) watchQueue(w http.ResponseWriter, r *http.Request) error {
+	p, err := s.poolFromPath(r)
+	if err != nil {
+		return err
+	}
+	qw, err := parseQueueWatch(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	rev, changed := s.queues.watch(int64(p.ID))
+	if qw.After > 0 && rev <= qw.After && qw.Wait > 0 {
+		t := time.NewTimer(qw.Wait)
+		defer t.Stop()
+		select {
+		case <-changed:
+		case <-t.C:
+		case <-s.closing:
+		case <-r.Context().Done():
+			return nil
+		}
+		rev, _ = s.queues.watch(int64(p.ID))
+	}
+	// Read after the revision: a change in between shows as a newer
+	// revision next time, never as a missed one.
+	jobs, err := s.store.ListJobs(r.Context(), store.JobFilter{PoolID: p.ID, Unfinished: true})
+	if err != nil {
+		return err
+	}
+	out := make([]pipelines.TaskAgentJobRequest, 0, len(jobs))
+	for _, j := range jobs {
+		out = append(out, toJobRequest(j))
+	}
+	writeJSON(w, http.StatusOK, jobapi.QueueState{Revision: rev, JobRequests: out})
+	return nil
 }

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -98,7 +97,7 @@ func (s *Server) deleteSession(w http.ResponseWriter, r *http.Request, a store.A
 	if err := s.store.DeleteSession(r.Context(), sess.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
-	s.changes.notify(a.PoolID) // end the session's long-poll
+	s.polls.wakeAgent(a.ID) // end the session's long-poll
 	s.log.Info("Closed a session", "agentId", a.ID, "sessionId", sess.ID)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -106,20 +105,25 @@ func (s *Server) deleteSession(w http.ResponseWriter, r *http.Request, a store.A
 
 // getMessage long-polls the agent's queue. Each round it looks for an
 // undeleted message, else tries to assign the agent a job; when there is
-// nothing it waits for the pool's next change, the hold time, the client
-// going away or the server closing.
+// nothing it waits to be woken (a job handed to it, a cancellation, its
+// session or registration gone), the hold time, the client going away or
+// the server closing.
 func (s *Server) getMessage(w http.ResponseWriter, r *http.Request, a store.Agent) error {
 	ctx := r.Context()
 	sessionID := r.URL.Query().Get("sessionId")
 	hold := time.NewTimer(s.cfg.LongPoll)
 	defer hold.Stop()
+	p := newPoll(a, s.publicURL(r))
+	defer s.polls.remove(p)
 	for {
-		changed := s.changes.wait(a.PoolID)
-		if _, err := s.store.GetAgent(ctx, a.ID); errors.Is(err, store.ErrNotFound) {
+		cur, err := s.store.GetAgent(ctx, a.ID)
+		if errors.Is(err, store.ErrNotFound) {
 			return errorf(http.StatusNotFound, pipelines.TypeKeyAgentNotFound, "agent %d has been deleted", a.ID)
 		} else if err != nil {
 			return err
 		}
+		// Registered before looking, so a wake in between is not lost.
+		s.polls.add(p, cur)
 		sess, err := s.agentSession(ctx, a, sessionID)
 		if err != nil {
 			return err
@@ -127,18 +131,21 @@ func (s *Server) getMessage(w http.ResponseWriter, r *http.Request, a store.Agen
 		if err := s.store.TouchSession(ctx, sess.ID, s.now()); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		msg, ok, err := s.nextMessage(ctx, a, r)
+		msg, ok, err := s.nextMessage(ctx, cur, p.baseURL)
 		if err != nil {
 			return err
 		}
 		if ok {
+			if msg.Type == pipelines.MessageTypeJobRequest {
+				s.queues.bump(int64(a.PoolID)) // received
+			}
 			return s.deliver(w, sess, msg)
 		}
 		if hook := s.onLongPollWait.Load(); hook != nil {
 			(*hook)(a.ID)
 		}
 		select {
-		case <-changed:
+		case <-p.wake:
 		case <-hold.C:
 			w.WriteHeader(http.StatusAccepted)
 			return nil
@@ -153,14 +160,14 @@ func (s *Server) getMessage(w http.ResponseWriter, r *http.Request, a store.Agen
 
 // nextMessage returns the agent's oldest undeleted message, first assigning
 // it a job if it has none yet.
-func (s *Server) nextMessage(ctx context.Context, a store.Agent, r *http.Request) (store.Message, bool, error) {
+func (s *Server) nextMessage(ctx context.Context, a store.Agent, baseURL string) (store.Message, bool, error) {
 	msg, err := s.store.NextMessage(ctx, a.ID, s.now())
 	if err == nil {
 		return msg, true, nil
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return msg, false, err
 	}
-	assigned, err := s.assignJob(ctx, a.ID, s.publicURL(r))
+	assigned, err := s.assignJob(ctx, a, baseURL)
 	if err != nil || !assigned {
 		return store.Message{}, false, err
 	}
@@ -173,10 +180,9 @@ func (s *Server) nextMessage(ctx context.Context, a store.Agent, r *http.Request
 
 // assignJob gives an agent that has never taken a job the oldest queued job
 // of its pool whose demands it meets. It reports whether it assigned one.
-func (s *Server) assignJob(ctx context.Context, agentID int, baseURL string) (bool, error) {
-	a, err := s.store.GetAgent(ctx, agentID)
-	if err != nil || a.RequestID != 0 || !a.Enabled {
-		return false, err
+func (s *Server) assignJob(ctx context.Context, a store.Agent, baseURL string) (bool, error) {
+	if a.RequestID != 0 || !a.Enabled {
+		return false, nil
 	}
 	queued, err := s.store.ListJobs(ctx, store.JobFilter{PoolID: a.PoolID, Queued: true})
 	if err != nil {
@@ -187,28 +193,10 @@ func (s *Server) assignJob(ctx context.Context, agentID int, baseURL string) (bo
 		if !satisfies(caps, j.Spec.Demands) {
 			continue
 		}
-		token, err := newToken()
-		if err != nil {
-			return false, err
+		ok, err := s.assignTo(ctx, a.ID, j, baseURL)
+		if err != nil || ok {
+			return ok, err
 		}
-		now := s.now()
-		j.LockedUntil = now.Add(s.cfg.JobLock)
-		body, err := json.Marshal(jobMessage(j, baseURL, token))
-		if err != nil {
-			return false, err
-		}
-		_, err = s.store.AssignJob(ctx, store.Assignment{
-			RequestID: j.RequestID, AgentID: a.ID, TokenHash: hashToken(token), LockedUntil: j.LockedUntil,
-			MessageType: pipelines.MessageTypeJobRequest, MessageBody: body, Now: now,
-		})
-		switch {
-		case errors.Is(err, store.ErrConflict):
-			continue // another agent took it first
-		case err != nil:
-			return false, err
-		}
-		s.log.Info("Assigned a job to an agent", "requestId", j.RequestID, "agentId", a.ID, "poolId", a.PoolID)
-		return true, nil
 	}
 	return false, nil
 }
@@ -267,16 +255,21 @@ func (s *Server) updateJobRequest(w http.ResponseWriter, r *http.Request, a stor
 		return err
 	}
 	now := s.now()
+	started := !j.StartTime.IsZero()
 	if u.Result != nil {
 		j, err = s.store.FinishJob(ctx, id, *u.Result, now)
 		if err == nil {
 			s.log.Info("Finished a job", "requestId", id, "result", j.Result, "by", "jobRequestUpdate")
+			s.jobFinished(j)
 		}
 		if errors.Is(err, store.ErrConflict) {
 			err = nil // already finished: answer with how it ended
 		}
 	} else {
 		j, err = s.store.RenewJob(ctx, id, a.ID, now.Add(s.cfg.JobLock), now)
+		if err == nil && !started && !j.StartTime.IsZero() {
+			s.queues.bump(int64(j.PoolID))
+		}
 	}
 	if errors.Is(err, store.ErrNotFound) {
 		return notYours

@@ -64,7 +64,7 @@ func jobMessage(j store.Job, baseURL, token string) pipelines.AgentJobRequestMes
 		"system.jobId":                       j.JobID,
 		"system.jobName":                     defaultJobName,
 		"system.jobDisplayName":              displayName(j),
-		"system.jobAttempt":                  "1",
+		"system.jobAttempt":                  strconv.Itoa(max(j.Attempts+1, 1)),
 		"system.definitionName":              displayName(j),
 		"system.pullRequest.isFork":          "False",
 		"build.buildId":                      strconv.FormatInt(j.RequestID, 10),
@@ -72,8 +72,8 @@ func jobMessage(j store.Job, baseURL, token string) pipelines.AgentJobRequestMes
 	} {
 		vars[k] = ro(v)
 	}
-	// Spec.TimeoutInMinutes is not sent: on Azure the server enforces a job's
-	// timeout (it cancels the job); agentry-server does not enforce it yet.
+	// The job's time-out is enforced here (Sweep cancels the job); each step
+	// gets it too, so an agent stops a step that alone outlives the job.
 
 	enabled := true
 	steps := make([]pipelines.JobStep, 0, len(j.Spec.Steps))
@@ -90,6 +90,7 @@ func jobMessage(j store.Job, baseURL, token string) pipelines.AgentJobRequestMes
 		steps = append(steps, pipelines.JobStep{
 			Type: "task", ID: uuid.NewString(), Name: fmt.Sprintf("%s%d", ref.Name, i+1), DisplayName: name,
 			Condition: "succeeded()", Enabled: &enabled, Inputs: inputs, Reference: ref,
+			TimeoutInMinutes: j.Spec.TimeoutInMinutes,
 		})
 	}
 
@@ -131,6 +132,8 @@ func jobState(j store.Job) string {
 	switch {
 	case j.Finished():
 		return jobapi.StateCompleted
+	case !j.CancelTime.IsZero():
+		return jobapi.StateCanceling
 	case !j.StartTime.IsZero():
 		return jobapi.StateRunning
 	case !j.AssignTime.IsZero():
@@ -146,6 +149,7 @@ func toJob(j store.Job) jobapi.Job {
 		State: jobState(j), Result: j.Result, Demands: j.Spec.Demands,
 		QueueTime: timePtr(j.QueueTime), AssignTime: timePtr(j.AssignTime), StartTime: timePtr(j.StartTime),
 		FinishTime: timePtr(j.FinishTime), AgentID: j.AgentID, AgentName: j.AgentName,
+		TimeoutInMinutes: j.Spec.TimeoutInMinutes, Attempts: j.Attempts, CancelTime: timePtr(j.CancelTime),
 	}
 }
 

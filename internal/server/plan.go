@@ -52,6 +52,7 @@ func (s *Server) appendFeed(w http.ResponseWriter, r *http.Request, j store.Job)
 	if err := s.store.AppendFeed(r.Context(), j.RequestID, f.Value); err != nil {
 		return storeError(err, pipelines.TypeKeyJobNotFound, "job request "+strconv.FormatInt(j.RequestID, 10))
 	}
+	s.jobs.bump(j.RequestID) // wake the log's followers
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -87,6 +88,7 @@ func (s *Server) appendLog(w http.ResponseWriter, r *http.Request, j store.Job) 
 	if err != nil {
 		return storeError(err, pipelines.TypeKeyJobNotFound, "log "+r.PathValue("logId")+" of this job")
 	}
+	s.jobs.bump(j.RequestID)
 	writeJSON(w, http.StatusOK, l)
 	return nil
 }
@@ -117,6 +119,7 @@ func (s *Server) raisePlanEvent(w http.ResponseWriter, r *http.Request, j store.
 	} else if err != nil {
 		return err
 	}
+	s.jobFinished(done)
 	s.log.Info("Finished a job", "requestId", done.RequestID, "result", done.Result, "by", pipelines.JobCompletedEvent)
 	w.WriteHeader(http.StatusNoContent)
 	return nil

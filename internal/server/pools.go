@@ -288,8 +288,12 @@ func (s *Server) deleteAgent(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return storeError(err, pipelines.TypeKeyAgentNotFound, "agent "+r.PathValue("agentId"))
 	}
-	// Wake the pool: the agent's own long-poll ends, a requeued job finds a new agent.
-	s.changes.notify(p.ID)
+	// The agent's own long-poll ends; a requeued job finds a new agent.
+	s.polls.wakeAgent(a.ID)
+	if d.Requeued != 0 || d.Abandoned != 0 {
+		s.queueChanged(r.Context(), p.ID, d.Requeued != 0)
+		s.jobs.bump(d.Abandoned)
+	}
 	s.log.Info("Deleted an agent", "poolId", p.ID, "agentId", a.ID, "requeuedRequestId", d.Requeued, "abandonedRequestId", d.Abandoned)
 	w.WriteHeader(http.StatusNoContent)
 	return nil

@@ -27,6 +27,9 @@ const (
 	DefaultListenerTokenLifetime = time.Hour
 	DefaultJobLock               = 10 * time.Minute
 	DefaultSessionIdleTimeout    = 3 * time.Minute
+	DefaultLockGrace             = 5 * time.Minute
+	DefaultCancelTimeout         = 5 * time.Minute
+	DefaultSweepInterval         = 15 * time.Second
 )
 
 // TokenPath is the token endpoint; its absolute URL is every agent's
@@ -55,6 +58,17 @@ type Config struct {
 	// SessionIdleTimeout is how long an unused session blocks a new one
 	// for the same agent (a crashed agent's session does not lock it out).
 	SessionIdleTimeout time.Duration
+	// LockGrace is how long past its lockedUntil an unrenewed job request
+	// is kept before it counts as abandoned (agents give up at the same
+	// point).
+	LockGrace time.Duration
+	// CancelTimeout is how long an agent has to stop a job after it was
+	// asked to (a cancel, a job timeout) before the job counts as abandoned;
+	// it is also the timeout sent in the JobCancellation message.
+	CancelTimeout time.Duration
+	// SweepInterval is how often Run sweeps jobs for expired locks,
+	// vanished agents and timeouts (see Sweep).
+	SweepInterval time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -67,8 +81,12 @@ type Server struct {
 	log            logr.Logger
 	adminTokenHash [32]byte
 	mux            *http.ServeMux
-	changes        *notifier
-	assertions     *replayCache
+	// queues is each pool's queue revision (the queue watch); jobs wakes
+	// the followers of a job's log.
+	queues     *changeFeed
+	jobs       *changeFeed
+	polls      *idlePolls
+	assertions *replayCache
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -108,6 +126,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.SessionIdleTimeout <= 0 {
 		cfg.SessionIdleTimeout = DefaultSessionIdleTimeout
 	}
+	if cfg.LockGrace <= 0 {
+		cfg.LockGrace = DefaultLockGrace
+	}
+	if cfg.CancelTimeout <= 0 {
+		cfg.CancelTimeout = DefaultCancelTimeout
+	}
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = DefaultSweepInterval
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -117,8 +144,12 @@ func New(cfg Config) (*Server, error) {
 		log:            cfg.Log,
 		adminTokenHash: sha256.Sum256([]byte(cfg.AdminToken)),
 		mux:            http.NewServeMux(),
-		changes:        newNotifier(),
-		assertions:     newReplayCache(),
+		// Revisions start at the boot time in microseconds, so they only
+		// grow across restarts and a watcher's old "after" stays valid.
+		queues:     newChangeFeed(time.Now().UnixMicro(), true),
+		jobs:       newChangeFeed(0, false),
+		polls:      newIdlePolls(),
+		assertions: newReplayCache(),
 		closing:        make(chan struct{}),
 	}
 	s.routes()
@@ -148,6 +179,8 @@ const (
 	pool      = dt + "/pools/{poolId}"
 	plan      = "/{scope}" + dt + "/hubs/{hub}/plans/{planId}"
 	jobsRoute = jobapi.JobsPath
+	// queueRoute is jobapi.QueuePath as a pattern.
+	queueRoute = "/_apis/agentry/pools/{poolId}/queue"
 )
 
 func (s *Server) routes() {
@@ -166,6 +199,16 @@ func (s *Server) routes() {
 	m.Handle("GET "+jobsRoute, s.admin(s.listJobs))
 	m.Handle("GET "+jobsRoute+"/{id}", s.admin(s.getJob))
 	m.Handle("GET "+jobsRoute+"/{id}/log", s.admin(s.getJobLog))
+	m.Handle("POST "+jobsRoute+"/{id}/cancel", s.admin(s.cancelJob))
+	m.Handle("GET "+queueRoute, s.admin(s.watchQueue))
+	m.Handle("PATCH "+pool+"/agents/{agentId}", s.admin(s.updateAgent))
+
+	// Route discovery: no credential, nothing secret in the answers.
+	m.Handle("OPTIONS /_apis", s.handle(s.listLocations))
+	m.Handle("OPTIONS /_apis/", s.handle(s.listLocations))
+	m.Handle("GET /_apis/ResourceAreas", s.handle(s.listResourceAreas))
+	m.Handle("GET /_apis/ResourceAreas/{areaId}", s.handle(s.getResourceArea))
+	m.Handle("GET /_apis/connectionData", s.handle(s.connectionData))
 
 	// The token endpoint: a client assertion in the body.
 	m.Handle("POST "+TokenPath, s.handle(s.issueListenerToken))
@@ -222,6 +265,16 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
+	sweepCtx, stopSweeping := context.WithCancel(ctx)
+	sweeping := make(chan struct{})
+	go func() {
+		defer close(sweeping)
+		s.sweepEvery(sweepCtx, s.cfg.SweepInterval)
+	}()
+	defer func() {
+		stopSweeping()
+		<-sweeping
+	}()
 	select {
 	case err := <-errc:
 		return err
@@ -303,36 +356,59 @@ func (s *Server) planRoute(h func(w http.ResponseWriter, r *http.Request, j stor
 	})
 }
 
-// ---- change notification for long-polls ----
+// ---- change notification ----
 
-// notifier wakes the long-polls of a pool when something they wait for may
-// have changed (a job queued, an agent or session gone). A waiter takes the
-// pool's channel before it looks at the store, so no change is missed.
-type notifier struct {
-	mu sync.Mutex
-	ch map[int]chan struct{}
+// changeFeed keeps a revision per key and wakes whoever waits on a key when
+// it changes. Pools keep their revision for the queue watch (keep); jobs only
+// wake log followers, so their entries go away once nobody waits.
+type changeFeed struct {
+	mu   sync.Mutex
+	base int64
+	keep bool
+	keys map[int64]*feedEntry
 }
 
-func newNotifier() *notifier { return &notifier{ch: map[int]chan struct{}{}} }
+type feedEntry struct {
+	rev int64
+	ch  chan struct{}
+}
 
-// wait returns a channel closed at the pool's next change.
-func (n *notifier) wait(poolID int) <-chan struct{} {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	c, ok := n.ch[poolID]
+// newChangeFeed starts every key at revision base.
+func newChangeFeed(base int64, keep bool) *changeFeed {
+	return &changeFeed{base: base, keep: keep, keys: map[int64]*feedEntry{}}
+}
+
+// watch returns the key's revision and a channel closed at its next change.
+// A caller takes the channel before it reads the state, so no change is missed.
+func (f *changeFeed) watch(key int64) (int64, <-chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.keys[key]
 	if !ok {
-		c = make(chan struct{})
-		n.ch[poolID] = c
+		e = &feedEntry{rev: f.base, ch: make(chan struct{})}
+		f.keys[key] = e
 	}
-	return c
+	return e.rev, e.ch
 }
 
-func (n *notifier) notify(poolID int) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if c, ok := n.ch[poolID]; ok {
-		close(c)
-		delete(n.ch, poolID)
+// bump moves the key to its next revision and wakes its watchers.
+func (f *changeFeed) bump(key int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.keys[key]
+	switch {
+	case !ok && !f.keep:
+		return
+	case !ok:
+		e = &feedEntry{rev: f.base}
+		f.keys[key] = e
+	default:
+		close(e.ch)
+	}
+	e.rev++
+	e.ch = make(chan struct{})
+	if !f.keep {
+		delete(f.keys, key)
 	}
 }
 

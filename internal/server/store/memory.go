@@ -243,13 +243,16 @@ func (m *Memory) DeleteAgent(_ context.Context, id int, now time.Time) (AgentDel
 // agent had started it or it has had MaxJobAttempts attempts. m.mu is held.
 func (m *Memory) takeBack(j Job, now time.Time) Job {
 	maps.DeleteFunc(m.messages, func(_ int64, msg Message) bool { return msg.RequestID == j.RequestID })
-	if !j.StartTime.IsZero() || j.Attempts >= MaxJobAttempts {
-		j.FinishTime, j.Result = now, pipelines.ResultAbandoned
-	} else {
+	if j.StartTime.IsZero() {
+		// The agent never ran it: it may take a job again.
 		if a, ok := m.agents[j.AgentID]; ok && a.RequestID == j.RequestID {
 			a.RequestID = 0
 			m.agents[a.ID] = a
 		}
+	}
+	if !j.StartTime.IsZero() || j.Attempts >= MaxJobAttempts {
+		j.FinishTime, j.Result = now, pipelines.ResultAbandoned
+	} else {
 		j.AssignTime, j.ReceiveTime, j.LockedUntil = time.Time{}, time.Time{}, time.Time{}
 		j.AgentID, j.AgentName, j.TokenHash = 0, "", ""
 	}

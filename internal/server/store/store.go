@@ -266,10 +266,10 @@ type Store interface {
 	// reports. ErrConflict (with the stored job) if it had already finished.
 	CancelJob(ctx context.Context, requestID int64, cancel Message, now time.Time) (Job, error)
 	// RequeueJob takes back a job assigned to agentID that the agent never
-	// started: the assignment, lock, token and the job's messages are
-	// dropped, the agent is free to take a job again, and the job is queued
-	// again; or, when it has had MaxJobAttempts attempts, finished as
-	// abandoned. ErrConflict if the job is not in that state.
+	// started: the job's messages are dropped, the agent is free to take a
+	// job again, and the job is queued again (assignment, receive time, lock
+	// and token cleared) or, when it has had MaxJobAttempts attempts,
+	// finished as abandoned. ErrConflict if the job is not in that state.
 	RequeueJob(ctx context.Context, requestID int64, agentID int, now time.Time) (Job, error)
 
 	// NextMessage returns the agent's oldest message not yet deleted, and

@@ -71,6 +71,8 @@ CREATE TABLE jobs (
     agent_id     INTEGER NOT NULL DEFAULT 0,  -- no foreign key: the job outlives its agent
     agent_name   TEXT    NOT NULL DEFAULT '',
     token_hash   TEXT,                        -- NULL until assigned
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    cancel_time  INTEGER NOT NULL DEFAULT 0,
     -- What the agent reported so far, for the per-job limits.
     feed_lines   INTEGER NOT NULL DEFAULT 0,
     feed_bytes   INTEGER NOT NULL DEFAULT 0,
@@ -81,6 +83,7 @@ CREATE INDEX jobs_pool ON jobs (pool_id, request_id);
 -- The hot path of every agent poll: the oldest queued jobs of a pool.
 CREATE INDEX jobs_queued ON jobs (pool_id, request_id) WHERE assign_time = 0 AND finish_time = 0;
 CREATE INDEX jobs_token ON jobs (token_hash) WHERE token_hash IS NOT NULL;
+CREATE INDEX jobs_unfinished ON jobs (pool_id, request_id) WHERE finish_time = 0;
 
 CREATE TABLE messages (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -33,7 +33,14 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"DeleteAgentRequeuesUnreceivedJob", testDeleteAgentRequeues},
 		{"DeleteAgentAbandonsReceivedJob", testDeleteAgentAbandons},
 		{"RenewAndFinish", testRenewFinish},
+		{"CancelJob", testCancelJob},
+		{"RequeueJobBoundedAttempts", testRequeueJob},
+		{"DeleteAgentRequeuesReceivedUnstartedJob", testDeleteAgentRequeuesUnstarted},
 		{"Reporting", testReporting},
+		{"ConcurrentAssign", testConcurrentAssign},
+		{"ConcurrentFinish", testConcurrentFinish},
+		{"IDsNotReused", testIDsNotReused},
+		{"AdminTokens", testAdminTokens},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
@@ -315,6 +322,7 @@ func testDeleteAgentAbandons(t *testing.T, s store.Store) {
 	}
 	j := assign(t, s, queue(t, s, p.ID, "one"), a.ID, "tok")
 	must[store.Message](t)(s.NextMessage(ctx, a.ID, t0))
+	must[store.Job](t)(s.RenewJob(ctx, j.RequestID, a.ID, t0.Add(10*time.Minute), t0)) // started
 	d := must[store.AgentDeletion](t)(s.DeleteAgent(ctx, a.ID, t0.Add(time.Minute)))
 	if diff := cmp.Diff(store.AgentDeletion{Abandoned: j.RequestID}, d); diff != "" {
 		t.Errorf("DeleteAgent (-want +got):\n%s", diff)
@@ -404,5 +412,115 @@ func testReporting(t *testing.T, s store.Store) {
 	must[store.Job](t)(s.FinishJob(ctx, j.RequestID, pipelines.ResultSucceeded, t0))
 	if log := string(must[[]byte](t)(s.JobLog(ctx, j.RequestID))); log != "first a\nfirst b\nsecond\n" {
 		t.Errorf("JobLog of a finished job = %q, want the uploaded logs in order", log)
+	}
+}
+
+func testCancelJob(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	p, a := fixture(t, s)
+	cancel := store.Message{Type: pipelines.MessageTypeJobCancellation, Body: []byte(`{"jobId":"x"}`)}
+
+	// Queued: canceled at once.
+	q := queue(t, s, p.ID, "queued")
+	got := must[store.Job](t)(s.CancelJob(ctx, q.RequestID, cancel, t0.Add(time.Minute)))
+	if got.Result != pipelines.ResultCanceled || !got.FinishTime.Equal(t0.Add(time.Minute)) {
+		t.Errorf("canceled queued job = %+v, want finished canceled", got)
+	}
+	again, err := s.CancelJob(ctx, q.RequestID, cancel, t0)
+	wantErr(t, err, store.ErrConflict)
+	if again.Result != pipelines.ResultCanceled {
+		t.Errorf("second cancel answered %+v, want the stored job", again)
+	}
+	_, err = s.CancelJob(ctx, 999, cancel, t0)
+	wantErr(t, err, store.ErrNotFound)
+
+	// Assigned, not started: canceled at once, its job message gone.
+	b := must[store.Agent](t)(s.CreateAgent(ctx, store.Agent{PoolID: p.ID, Name: "agent-2", ClientID: "c2"}))
+	j2 := assign(t, s, queue(t, s, p.ID, "assigned"), b.ID, "tok-b")
+	must[store.Job](t)(s.CancelJob(ctx, j2.RequestID, cancel, t0))
+	_, err = s.NextMessage(ctx, b.ID, t0)
+	wantErr(t, err, store.ErrNotFound)
+
+	// Started: a cancellation message for its agent, once; the job runs on.
+	j := assign(t, s, queue(t, s, p.ID, "running"), a.ID, "tok")
+	msg := must[store.Message](t)(s.NextMessage(ctx, a.ID, t0))
+	if err := s.DeleteMessage(ctx, a.ID, msg.ID); err != nil {
+		t.Fatal(err)
+	}
+	must[store.Job](t)(s.RenewJob(ctx, j.RequestID, a.ID, t0.Add(10*time.Minute), t0))
+	got = must[store.Job](t)(s.CancelJob(ctx, j.RequestID, cancel, t0.Add(2*time.Minute)))
+	if got.Finished() || !got.CancelTime.Equal(t0.Add(2*time.Minute)) {
+		t.Errorf("canceled running job = %+v, want unfinished with CancelTime", got)
+	}
+	got = must[store.Job](t)(s.CancelJob(ctx, j.RequestID, cancel, t0.Add(3*time.Minute)))
+	if !got.CancelTime.Equal(t0.Add(2 * time.Minute)) {
+		t.Errorf("second cancel moved CancelTime to %v", got.CancelTime)
+	}
+	m := must[store.Message](t)(s.NextMessage(ctx, a.ID, t0))
+	if m.Type != pipelines.MessageTypeJobCancellation || string(m.Body) != `{"jobId":"x"}` || m.AgentID != a.ID {
+		t.Errorf("cancellation message = %+v", m)
+	}
+	if err := s.DeleteMessage(ctx, a.ID, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.NextMessage(ctx, a.ID, t0)
+	wantErr(t, err, store.ErrNotFound) // queued once, not per cancel call
+}
+
+func testRequeueJob(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	p, a := fixture(t, s)
+	j := queue(t, s, p.ID, "one")
+	for attempt := 1; attempt <= store.MaxJobAttempts; attempt++ {
+		got := assign(t, s, j, a.ID, "tok")
+		if got.Attempts != attempt {
+			t.Fatalf("attempt %d: Attempts = %d", attempt, got.Attempts)
+		}
+		must[store.Message](t)(s.NextMessage(ctx, a.ID, t0)) // received, never renewed
+		j = must[store.Job](t)(s.RequeueJob(ctx, j.RequestID, a.ID, t0.Add(time.Hour)))
+		if attempt < store.MaxJobAttempts {
+			if j.Finished() || !j.AssignTime.IsZero() || !j.ReceiveTime.IsZero() || j.AgentID != 0 || j.TokenHash != "" {
+				t.Fatalf("attempt %d: requeued job = %+v, want queued again", attempt, j)
+			}
+			if _, err := s.NextMessage(ctx, a.ID, t0); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("attempt %d: the requeued job's message is still there (%v)", attempt, err)
+			}
+			if ag := must[store.Agent](t)(s.GetAgent(ctx, a.ID)); ag.RequestID != 0 {
+				t.Fatalf("attempt %d: agent still holds request %d", attempt, ag.RequestID)
+			}
+		}
+	}
+	if j.Result != pipelines.ResultAbandoned || !j.FinishTime.Equal(t0.Add(time.Hour)) {
+		t.Errorf("after %d attempts job = %+v, want abandoned", store.MaxJobAttempts, j)
+	}
+	unfinished := must[[]store.Job](t)(s.ListJobs(ctx, store.JobFilter{Unfinished: true}))
+	if len(unfinished) != 0 {
+		t.Errorf("ListJobs(Unfinished) = %+v, want none", unfinished)
+	}
+
+	// A started job, or another agent's, is not taken back.
+	k := assign(t, s, queue(t, s, p.ID, "two"), a.ID, "tok2")
+	_, err := s.RequeueJob(ctx, k.RequestID, a.ID+1, t0)
+	wantErr(t, err, store.ErrConflict)
+	must[store.Job](t)(s.RenewJob(ctx, k.RequestID, a.ID, t0.Add(time.Hour), t0))
+	_, err = s.RequeueJob(ctx, k.RequestID, a.ID, t0)
+	wantErr(t, err, store.ErrConflict)
+	if got := must[[]store.Job](t)(s.ListJobs(ctx, store.JobFilter{Unfinished: true})); len(got) != 1 || got[0].RequestID != k.RequestID {
+		t.Errorf("ListJobs(Unfinished) = %+v, want job two", got)
+	}
+}
+
+func testDeleteAgentRequeuesUnstarted(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	p, a := fixture(t, s)
+	j := assign(t, s, queue(t, s, p.ID, "one"), a.ID, "tok")
+	must[store.Message](t)(s.NextMessage(ctx, a.ID, t0)) // received, never renewed
+	d := must[store.AgentDeletion](t)(s.DeleteAgent(ctx, a.ID, t0))
+	if diff := cmp.Diff(store.AgentDeletion{Requeued: j.RequestID}, d); diff != "" {
+		t.Errorf("DeleteAgent (-want +got):\n%s", diff)
+	}
+	got := must[store.Job](t)(s.GetJob(ctx, j.RequestID))
+	if got.Finished() || !got.AssignTime.IsZero() || got.Attempts != 1 {
+		t.Errorf("job = %+v, want queued again after one attempt", got)
 	}
 }
