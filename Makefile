@@ -69,6 +69,10 @@ test: tools verify-generated vet build ## Everything CI runs: tools, generated-f
 demo: tools ## Run agentry locally: cluster, server, operator, sample pool, three sample jobs; then tear down.
 	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) run ./hack/demo
 
+.PHONY: bench
+bench: ## Benchmark agentry-server: 10,000 idle long-poll sessions, queue→delivery latency, jobs/s, server RSS.
+	$(GO) run ./hack/bench $(BENCH_FLAGS)
+
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 10s).
 	@for pkg in $$($(GO) list ./...); do \

@@ -1,7 +1,6 @@
 package controllers
 
 import (
-	"cmp"
 	"context"
 	"crypto/rsa"
 	"errors"
@@ -40,6 +39,10 @@ const (
 	// poolWaitInterval is how long to wait for a pool that is missing or not
 	// yet resolved on its server.
 	poolWaitInterval = 5 * time.Second
+	// failedAgentRetention is how long an Agent whose pod could not start
+	// is kept, deregistered and without pod, after it failed: `kubectl get
+	// agents` shows why, and the pool backs off its starts while it is there.
+	failedAgentRetention = 10 * time.Minute
 )
 
 // AgentReconciler registers an Agent with its server, writes its Secret,
@@ -51,6 +54,15 @@ type AgentReconciler struct {
 	APIReader client.Reader
 	Recorder  events.EventRecorder
 	Connect   Connector
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+}
+
+func (r *AgentReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
 }
 
 // SetupWithManager registers the reconciler.
@@ -98,7 +110,7 @@ func (r *AgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 
 func (r *AgentReconciler) reconcileNormal(ctx context.Context, agent, before *agentryv1.Agent) (ctrl.Result, error) {
 	if agent.Status.Phase.Finished() {
-		return ctrl.Result{}, r.finish(ctx, agent, before)
+		return r.finish(ctx, agent, before)
 	}
 	pod := &corev1.Pod{}
 	podFound, err := r.getPod(ctx, agent, pod)
@@ -110,9 +122,10 @@ func (r *AgentReconciler) reconcileNormal(ctx context.Context, agent, before *ag
 	}
 	if agent.Status.PodName != "" {
 		// The pod existed and is gone: whoever removed it also took the job.
+		// Deregistering now ends (or re-queues) that job on the server.
 		setFinished(agent, agentryv1.AgentFailed)
-		r.Recorder.Eventf(agent, nil, corev1.EventTypeWarning, "PodDeleted", "Finish", "The agent's pod was deleted before it ended")
-		return ctrl.Result{}, r.finish(ctx, agent, before)
+		r.failed(agent, "PodDeleted", "The agent's pod was deleted before it ended")
+		return r.finish(ctx, agent, before)
 	}
 
 	pool := &agentryv1.AgentPool{}
@@ -142,7 +155,10 @@ func (r *AgentReconciler) reconcileNormal(ctx context.Context, agent, before *ag
 			return ctrl.Result{}, err
 		}
 	}
-	return ctrl.Result{}, r.createPod(ctx, agent, pool)
+	if err := r.createPod(ctx, agent, pool); err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: durationOr(pool.Spec.StartupTimeout, agentryv1.DefaultStartupTimeout)}, nil
 }
 
 // getPod finds the agent's pod, asking the API server when the cache does
@@ -165,18 +181,19 @@ func (r *AgentReconciler) getPod(ctx context.Context, agent *agentryv1.Agent, po
 	return true, nil
 }
 
-// observePod follows the pod's phase and finishes the agent once it ended.
+// observePod follows the pod's phase, finishes the agent once it ended and
+// fails it when the pod cannot start.
 func (r *AgentReconciler) observePod(ctx context.Context, agent, before *agentryv1.Agent, pod *corev1.Pod) (ctrl.Result, error) {
 	agent.Status.PodName = pod.Name
 	switch pod.Status.Phase {
 	case corev1.PodSucceeded:
 		setFinished(agent, agentryv1.AgentSucceeded)
-		return ctrl.Result{}, r.finish(ctx, agent, before)
+		return r.finish(ctx, agent, before)
 	case corev1.PodFailed:
 		setFinished(agent, agentryv1.AgentFailed)
-		r.Recorder.Eventf(agent, pod, corev1.EventTypeWarning, "PodFailed", "Finish", "The agent's pod failed: %s",
-			cmp.Or(pod.Status.Message, pod.Status.Reason, "no reason given"))
-		return ctrl.Result{}, r.finish(ctx, agent, before)
+		reason, message := podFailure(pod)
+		r.failed(agent, reason, "The agent's pod failed: "+message)
+		return r.finish(ctx, agent, before)
 	case corev1.PodRunning:
 		agent.Status.Phase = agentryv1.AgentRunning
 		if agent.Status.StartTime == nil {
@@ -185,12 +202,57 @@ func (r *AgentReconciler) observePod(ctx context.Context, agent, before *agentry
 				agent.Status.StartTime = ptr.To(metav1.Now())
 			}
 		}
-	default:
-		if agent.Status.AgentID != 0 {
-			agent.Status.Phase = agentryv1.AgentRegistered
-		}
+		meta.SetStatusCondition(&agent.Status.Conditions, metav1.Condition{
+			Type: agentryv1.AgentStartedCondition, Status: metav1.ConditionTrue, Reason: "PodRunning",
+			Message: "The agent's pod runs", ObservedGeneration: agent.Generation,
+		})
+		return ctrl.Result{}, nil
 	}
-	return ctrl.Result{}, nil
+	if agent.Status.AgentID != 0 {
+		agent.Status.Phase = agentryv1.AgentRegistered
+	}
+	timeout := r.startupTimeout(ctx, agent)
+	problem := podStartProblem(pod, r.now(), timeout)
+	if problem.reason == "" {
+		return ctrl.Result{RequeueAfter: problem.timeLeft}, nil
+	}
+	if !problem.fatal {
+		// Not given up on yet (a cluster autoscaler may be adding a node),
+		// but said where a person looks.
+		if c := meta.FindStatusCondition(agent.Status.Conditions, agentryv1.AgentStartedCondition); c == nil || c.Reason != problem.reason {
+			r.Recorder.Eventf(agent, pod, corev1.EventTypeWarning, problem.reason, "Start", "The agent's pod cannot start yet: %s", problem.message)
+		}
+		meta.SetStatusCondition(&agent.Status.Conditions, metav1.Condition{
+			Type: agentryv1.AgentStartedCondition, Status: metav1.ConditionFalse, Reason: problem.reason,
+			Message: problem.message, ObservedGeneration: agent.Generation,
+		})
+		return ctrl.Result{RequeueAfter: problem.timeLeft}, nil
+	}
+	setFinished(agent, agentryv1.AgentFailed)
+	meta.SetStatusCondition(&agent.Status.Conditions, metav1.Condition{
+		Type: agentryv1.AgentStartedCondition, Status: metav1.ConditionFalse, Reason: problem.reason,
+		Message: problem.message, ObservedGeneration: agent.Generation,
+	})
+	r.failed(agent, problem.reason, "The agent's pod could not start: "+problem.message)
+	return r.finish(ctx, agent, before)
+}
+
+// failed reports an agent's failure where on-call looks: an Event on the
+// Agent (kept after it is gone) and the failures metric.
+func (r *AgentReconciler) failed(agent *agentryv1.Agent, reason, message string) {
+	ctrl.Log.WithName("agent").Info("Agent failed", "agent", agent.Name, "namespace", agent.Namespace, "reason", reason, "message", message)
+	r.Recorder.Eventf(agent, nil, corev1.EventTypeWarning, reason, "Fail", "%s", message)
+	failuresTotal.WithLabelValues(agent.Namespace, agent.Spec.PoolName, reason).Inc()
+}
+
+// startupTimeout is the agent's pool's startup timeout, or the default when
+// the pool cannot be read.
+func (r *AgentReconciler) startupTimeout(ctx context.Context, agent *agentryv1.Agent) time.Duration {
+	pool := &agentryv1.AgentPool{}
+	if err := r.Get(ctx, client.ObjectKey{Namespace: agent.Namespace, Name: agent.Spec.PoolName}, pool); err != nil {
+		return agentryv1.DefaultStartupTimeout
+	}
+	return durationOr(pool.Spec.StartupTimeout, agentryv1.DefaultStartupTimeout)
 }
 
 // hasCredentials reports whether the agent is registered and its Secret,
@@ -228,10 +290,11 @@ func (r *AgentReconciler) register(ctx context.Context, agent *agentryv1.Agent, 
 		return ctrl.Result{}, err
 	}
 	log.Info("Registering the agent", "poolId", poolID)
-	registration, err := registerAgent(ctx, server, poolID, agent.Name, key, pool.Spec.Capabilities)
+	registration, err := registerAgent(ctx, server, poolID, agent.Name, key, userCapabilities(pool))
 	if err != nil {
 		return r.registrationFailed(agent, err)
 	}
+	registrationsTotal.WithLabelValues(agent.Namespace, pool.Name).Inc()
 	files := pipelines.AgentFiles{
 		Settings: pipelines.AgentSettings{
 			AgentID:    registration.ID,
@@ -317,6 +380,7 @@ func (r *AgentReconciler) registrationFailed(agent *agentryv1.Agent, err error) 
 		Message: err.Error(), ObservedGeneration: agent.Generation,
 	})
 	r.Recorder.Eventf(agent, nil, corev1.EventTypeWarning, "RegistrationFailed", "Register", "Registration failed: %s", err.Error())
+	failuresTotal.WithLabelValues(agent.Namespace, agent.Spec.PoolName, reasonRegistrationFailed).Inc()
 	if errors.Is(err, errNoCredentials) {
 		// The pool reports the missing Secret too; try again later.
 		return ctrl.Result{RequeueAfter: serverRetryInterval}, nil
@@ -366,6 +430,9 @@ func (r *AgentReconciler) createPod(ctx context.Context, agent *agentryv1.Agent,
 	switch err := r.Create(ctx, pod); {
 	case err == nil:
 		r.Recorder.Eventf(agent, pod, corev1.EventTypeNormal, "PodCreated", "CreatePod", "Created pod %s", pod.Name)
+		if at, err := time.Parse(time.RFC3339Nano, agent.Annotations[agentryv1.DemandQueuedAtAnnotation]); err == nil {
+			queuedToPodCreated.WithLabelValues(agent.Namespace, pool.Name).Observe(r.now().Sub(at).Seconds())
+		}
 	case !apierrors.IsAlreadyExists(err):
 		return fmt.Errorf("creating pod: %w", err)
 	}
@@ -373,20 +440,27 @@ func (r *AgentReconciler) createPod(ctx context.Context, agent *agentryv1.Agent,
 	return nil
 }
 
-// finish deregisters an agent whose pod ended and deletes it with its
-// Secret and pod.
-func (r *AgentReconciler) finish(ctx context.Context, agent, before *agentryv1.Agent) error {
+// finish deregisters an agent whose pod ended (or never started) and
+// deletes its Secret and pod, then the Agent itself. An agent that failed to
+// start is kept, deregistered and without pod, for failedAgentRetention.
+func (r *AgentReconciler) finish(ctx context.Context, agent, before *agentryv1.Agent) (ctrl.Result, error) {
 	if err := r.deregister(ctx, agent); err != nil {
-		return err
+		return ctrl.Result{}, err
 	}
 	if err := r.patchStatus(ctx, agent, before); err != nil {
-		return err
+		return ctrl.Result{}, err
 	}
 	if err := r.deleteDependents(ctx, agent); err != nil {
-		return err
+		return ctrl.Result{}, err
+	}
+	if c := meta.FindStatusCondition(agent.Status.Conditions, agentryv1.AgentStartedCondition); c != nil &&
+		c.Status == metav1.ConditionFalse && agent.Status.Phase == agentryv1.AgentFailed && agent.Status.CompletionTime != nil {
+		if left := agent.Status.CompletionTime.Add(failedAgentRetention).Sub(r.now()); left > 0 {
+			return ctrl.Result{RequeueAfter: left}, nil
+		}
 	}
 	ctrl.LoggerFrom(ctx).Info("Deleting the finished agent", "phase", agent.Status.Phase)
-	return client.IgnoreNotFound(r.Delete(ctx, agent))
+	return ctrl.Result{}, client.IgnoreNotFound(r.Delete(ctx, agent))
 }
 
 // reconcileDelete deregisters the agent, deletes its Secret and pod and
@@ -479,6 +553,11 @@ func (r *AgentReconciler) deregister(ctx context.Context, agent *agentryv1.Agent
 		}
 		r.Recorder.Eventf(agent, nil, corev1.EventTypeNormal, "Deregistered", "Deregister",
 			"Deregistered agent %d from server pool %q", id, pool.Spec.Server.PoolName)
+		why := "finished"
+		if !agent.Status.Phase.Finished() {
+			why = "deleted"
+		}
+		deregistrationsTotal.WithLabelValues(agent.Namespace, pool.Name, why).Inc()
 	}
 	setDeregistered(agent, "Deregistered", "The agent's server registration was removed")
 	return nil

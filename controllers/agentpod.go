@@ -1,7 +1,9 @@
 package controllers
 
 import (
+	"cmp"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -57,6 +59,7 @@ func agentPod(t *corev1.PodTemplateSpec, agent *agentryv1.Agent) (*corev1.Pod, e
 	if spec.AutomountServiceAccountToken == nil {
 		spec.AutomountServiceAccountToken = ptr.To(false)
 	}
+	applyRestrictedDefaults(spec)
 
 	// Secret files are owned by root. Without an fsGroup a non-root agent
 	// can read them only if they are readable by all; with one, group read
@@ -101,4 +104,111 @@ func without[T any](items []T, drop func(T) bool) []T {
 		}
 	}
 	return out
+}
+
+// applyRestrictedDefaults fills in what the Pod Security "restricted" level
+// asks for wherever the template left it unset: run as non-root, the
+// runtime's default seccomp profile, no privilege escalation and no Linux
+// capabilities. A template that sets any of these explicitly keeps its
+// choice (e.g. runAsNonRoot: false for an image that must run as root).
+func applyRestrictedDefaults(spec *corev1.PodSpec) {
+	if spec.SecurityContext == nil {
+		spec.SecurityContext = &corev1.PodSecurityContext{}
+	}
+	psc := spec.SecurityContext
+	if psc.RunAsNonRoot == nil && (psc.RunAsUser == nil || *psc.RunAsUser != 0) {
+		psc.RunAsNonRoot = ptr.To(true)
+	}
+	if psc.SeccompProfile == nil {
+		psc.SeccompProfile = &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}
+	}
+	for _, list := range [][]corev1.Container{spec.InitContainers, spec.Containers} {
+		for i := range list {
+			c := &list[i]
+			if c.SecurityContext == nil {
+				c.SecurityContext = &corev1.SecurityContext{}
+			}
+			sc := c.SecurityContext
+			if sc.Privileged != nil && *sc.Privileged {
+				continue // asked for explicitly; nothing here can make it restricted
+			}
+			if sc.AllowPrivilegeEscalation == nil {
+				sc.AllowPrivilegeEscalation = ptr.To(false)
+			}
+			if sc.Capabilities == nil {
+				sc.Capabilities = &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}
+			}
+		}
+	}
+}
+
+// startProblem is why a pending pod is not running.
+type startProblem struct {
+	// reason is empty when nothing is wrong yet.
+	reason, message string
+	// fatal: the agent fails now.
+	fatal bool
+	// timeLeft is how long until the startup timeout.
+	timeLeft time.Duration
+}
+
+// imageFailures are container waiting reasons that mean the image cannot
+// be run as the template says; waiting longer does not help.
+var imageFailures = map[string]string{
+	"ErrImagePull":               "ImagePullFailed",
+	"ImagePullBackOff":           "ImagePullFailed",
+	"InvalidImageName":           "ImagePullFailed",
+	"ErrImageNeverPull":          "ImagePullFailed",
+	"CreateContainerConfigError": "ContainerConfigInvalid",
+	"CreateContainerError":       "ContainerCreateFailed",
+	"RunContainerError":          "ContainerCreateFailed",
+}
+
+// podStartProblem says whether a pod that is not running yet is in trouble:
+// an image that cannot be pulled fails at once; a pod still pending after
+// timeout fails, as Unschedulable when the scheduler found no node for it
+// (reported, but not fatal, before that: an autoscaler may add a node).
+func podStartProblem(pod *corev1.Pod, now time.Time, timeout time.Duration) startProblem {
+	p := startProblem{timeLeft: max(pod.CreationTimestamp.Add(timeout).Sub(now), 0)}
+	for _, list := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses} {
+		for _, cs := range list {
+			if w := cs.State.Waiting; w != nil {
+				if reason, ok := imageFailures[w.Reason]; ok {
+					p.reason, p.fatal = reason, true
+					p.message = fmt.Sprintf("container %s: %s: %s", cs.Name, w.Reason, cmp.Or(w.Message, "no message"))
+					return p
+				}
+			}
+		}
+	}
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
+			p.reason = "Unschedulable"
+			p.message = cmp.Or(c.Message, "no node fits the pod")
+		}
+	}
+	if p.timeLeft == 0 && !pod.CreationTimestamp.IsZero() {
+		p.fatal = true
+		if p.reason == "" {
+			p.reason = "StartupTimeout"
+			p.message = fmt.Sprintf("the pod did not start running within %s", timeout)
+		} else {
+			p.message = fmt.Sprintf("still unschedulable after %s: %s", timeout, p.message)
+		}
+	}
+	return p
+}
+
+// podFailure says why a pod failed: the agent container's termination
+// (OOMKilled, an exit code) or the pod's own reason (Evicted, NodeLost).
+func podFailure(pod *corev1.Pod) (reason, message string) {
+	for _, cs := range pod.Status.ContainerStatuses {
+		if t := cs.State.Terminated; cs.Name == agentryv1.AgentContainerName && t != nil && t.ExitCode != 0 {
+			if t.Reason == "OOMKilled" {
+				return "OOMKilled", fmt.Sprintf("container %s was killed for using too much memory (exit code %d)", cs.Name, t.ExitCode)
+			}
+			return "PodFailed", fmt.Sprintf("container %s exited with code %d: %s", cs.Name, t.ExitCode, cmp.Or(t.Message, t.Reason, "no reason given"))
+		}
+	}
+	return "PodFailed", cmp.Or(pod.Status.Message, pod.Status.Reason, "no reason given")
 }

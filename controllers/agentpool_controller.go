@@ -4,32 +4,49 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	agentryv1 "github.com/agentry-dev/agentry/api/v1alpha1"
+	"github.com/agentry-dev/agentry/internal/pipelines"
 	"github.com/agentry-dev/agentry/internal/scaling"
 )
 
 const (
-	defaultPollInterval = 2 * time.Second
 	// serverRetryInterval is the shortest wait before calling a server that
 	// just failed again.
 	serverRetryInterval = 10 * time.Second
+	// watchResyncInterval is how often a pool whose queue is watched is
+	// reconciled anyway: a safety net, the watch wakes it on every change.
+	watchResyncInterval = 30 * time.Second
+	// defaultOrphanCheckInterval is how often a pool compares its server
+	// registrations with its Agents.
+	defaultOrphanCheckInterval = time.Minute
 )
 
-// AgentPoolReconciler starts Agents for a pool's waiting jobs.
+// AgentPoolReconciler starts Agents for a pool's waiting jobs, removes idle
+// ones beyond the demand, keeps busy agents' pods from eviction and collects
+// registrations and Agents that lost their other half.
 type AgentPoolReconciler struct {
 	client.Client
 	// APIReader reads without the cache: Secrets, which are not cached, and
@@ -37,25 +54,52 @@ type AgentPoolReconciler struct {
 	APIReader client.Reader
 	Recorder  events.EventRecorder
 	Connect   Connector
+	// Watches runs the queue watches; nil polls always.
+	Watches *queueWatchers
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+	// OrphanCheckInterval is how often orphans are looked for.
+	OrphanCheckInterval time.Duration
+
+	lastOrphanCheck sync.Map // types.NamespacedName → time.Time
 }
 
 // SetupWithManager registers the reconciler.
 func (r *AgentPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
-		// Status writes need no reconcile; the queue is polled anyway.
+	b := ctrl.NewControllerManagedBy(mgr).
+		// Status writes need no reconcile; the queue is watched or polled.
 		For(&agentryv1.AgentPool{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&agentryv1.Agent{}).
-		Named("agentpool").
-		Complete(r)
+		Owns(&policyv1.PodDisruptionBudget{}).
+		Named("agentpool")
+	if r.Watches != nil {
+		if err := mgr.Add(r.Watches); err != nil {
+			return err
+		}
+		b = b.WatchesRawSource(source.Channel(r.Watches.events, &handler.EnqueueRequestForObject{}))
+	}
+	return b.Complete(r)
 }
 
-// Reconcile reads the pool's job queue and starts the Agents it asks for.
+func (r *AgentPoolReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// Reconcile reads the pool's job queue, starts the Agents it asks for and
+// removes the ones it no longer needs.
 func (r *AgentPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	pool := &agentryv1.AgentPool{}
 	if err := r.Get(ctx, req.NamespacedName, pool); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.forget(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !pool.DeletionTimestamp.IsZero() {
+		r.forget(req.NamespacedName)
 		return r.reconcileDelete(ctx, pool)
 	}
 	if !controllerutil.ContainsFinalizer(pool, agentryv1.AgentsFinalizer) {
@@ -67,9 +111,10 @@ func (r *AgentPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 
 	before := pool.DeepCopy()
-	result, err := r.reconcileAgents(ctx, pool)
+	obs := &poolObservation{}
+	result, err := r.reconcileAgents(ctx, pool, obs)
 	pool.Status.ObservedGeneration = pool.Generation
-	meta.SetStatusCondition(&pool.Status.Conditions, readyCondition(pool))
+	meta.SetStatusCondition(&pool.Status.Conditions, readyCondition(pool, obs))
 	if !equality.Semantic.DeepEqual(before.Status, pool.Status) {
 		if perr := r.patchStatus(ctx, pool); perr != nil && err == nil {
 			err = fmt.Errorf("writing status: %w", perr)
@@ -79,6 +124,21 @@ func (r *AgentPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		return ctrl.Result{}, err
 	}
 	return result, nil
+}
+
+func (r *AgentPoolReconciler) forget(key types.NamespacedName) {
+	if r.Watches != nil {
+		r.Watches.Stop(key)
+	}
+	r.lastOrphanCheck.Delete(key)
+	forgetPoolMetrics(key.Namespace, key.Name)
+}
+
+// poolObservation is what one reconcile learnt beyond the status fields,
+// for the Ready condition.
+type poolObservation struct {
+	// backoff, when not empty, says why and how long agent starts are held.
+	backoff string
 }
 
 // patchStatus writes the whole status as one merge patch. This reconciler
@@ -94,52 +154,60 @@ func (r *AgentPoolReconciler) patchStatus(ctx context.Context, pool *agentryv1.A
 }
 
 // reconcileAgents observes the server's queue and the pool's Agents, records
-// what it saw in the status and creates the Agents that are missing.
-func (r *AgentPoolReconciler) reconcileAgents(ctx context.Context, pool *agentryv1.AgentPool) (ctrl.Result, error) {
+// what it saw in the status, creates the Agents that are missing and removes
+// the surplus.
+func (r *AgentPoolReconciler) reconcileAgents(ctx context.Context, pool *agentryv1.AgentPool, obs *poolObservation) (ctrl.Result, error) {
 	log := ctrl.LoggerFrom(ctx)
-	interval := pollInterval(pool)
+	now := r.now()
+	interval := durationOr(pool.Spec.PollInterval, agentryv1.DefaultPollInterval)
 	retry := ctrl.Result{RequeueAfter: max(interval, serverRetryInterval)}
 
-	server, err := serverFor(ctx, r.APIReader, r.Connect, pool)
+	token, err := poolToken(ctx, r.APIReader, pool)
 	if err != nil {
 		setServerUnreachable(pool, err)
 		log.Info("Cannot read the pool's credentials", "error", err.Error())
 		return retry, nil
 	}
+	server := r.Connect(pool.Spec.Server, token)
 	serverPool, err := server.GetPoolByName(ctx, pool.Spec.Server.PoolName)
 	if err != nil {
 		setServerUnreachable(pool, err)
 		log.Info("Cannot resolve the server pool", "serverPool", pool.Spec.Server.PoolName, "error", err.Error())
 		return retry, nil
 	}
-	pool.Status.PoolID = int32(serverPool.ID)
-	requests, err := server.ListJobRequests(ctx, serverPool.ID)
+	poolID := serverPool.ID
+	pool.Status.PoolID = int32(poolID)
+
+	requests, watching, err := r.readQueue(ctx, pool, server, token, poolID)
 	if err != nil {
 		setServerUnreachable(pool, err)
-		log.Info("Cannot read the pool's job queue", "poolId", serverPool.ID, "error", err.Error())
+		log.Info("Cannot read the pool's job queue", "poolId", poolID, "error", err.Error())
 		return retry, nil
 	}
 	meta.SetStatusCondition(&pool.Status.Conditions, metav1.Condition{
 		Type: agentryv1.PoolServerReachable, Status: metav1.ConditionTrue, Reason: "PoolFound",
 		Message: fmt.Sprintf("The server has pool %q with id %d", serverPool.Name, serverPool.ID), ObservedGeneration: pool.Generation,
 	})
+	next := interval
+	if watching {
+		next = min(watchResyncInterval, r.orphanCheckInterval())
+	}
 
+	if err := r.ensureDisruptionBudget(ctx, pool); err != nil {
+		return ctrl.Result{}, err
+	}
 	agents, err := r.ownedAgents(ctx, pool)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	states := make([]scaling.AgentState, len(agents))
-	for i, a := range agents {
-		states[i] = scaling.AgentState{
-			AgentID:  int(a.Status.AgentID),
-			Running:  a.Status.Phase == agentryv1.AgentRunning,
-			Finished: a.Status.Phase.Finished(),
-			Deleting: !a.DeletionTimestamp.IsZero(),
-		}
-	}
-	tally := scaling.Count(requests, states)
-	if err := r.recordJobRequests(ctx, agents, tally.JobRequests); err != nil {
+	caps := poolCapabilities(pool)
+	tally := scaling.Count(requests, agentStates(agents), caps.Satisfy)
+	if err := r.recordJobRequests(ctx, pool, agents, tally.JobRequests, requests, now); err != nil {
 		return ctrl.Result{}, err
+	}
+	if err := r.collectOrphans(ctx, pool, server, poolID, agents, now); err != nil {
+		// Orphans are collected next time; demand must not wait for them.
+		log.Info("Cannot look for orphaned registrations", "error", err.Error())
 	}
 
 	start := 0
@@ -147,19 +215,148 @@ func (r *AgentPoolReconciler) reconcileAgents(ctx context.Context, pool *agentry
 		start = scaling.Decide(tally.Waiting, int(pool.Spec.MinIdle), int(maxAgents(pool)), tally.Available(), tally.Total)
 	}
 	if start > 0 {
+		failures, last, reason := startFailures(agents)
+		if wait := scaling.StartRetryAfter(failures, last, now); wait > 0 {
+			obs.backoff = fmt.Sprintf("%d agents in a row failed to start (last: %s); the next starts in %s",
+				failures, reason, wait.Round(time.Second))
+			log.Info("Holding agent starts after start failures", "failures", failures, "retryIn", wait)
+			start, next = 0, min(next, wait)
+		}
+	}
+	if start > 0 {
 		log.Info("Starting agents", "count", start, "waitingJobs", tally.Waiting, "available", tally.Available(), "total", tally.Total)
 	}
+	demand := demandQueueTimes(requests, tally, caps)
 	created := 0
-	for range start {
-		if err := r.createAgent(ctx, pool); err != nil {
-			err = fmt.Errorf("creating agent: %w", err)
+	for i := range start {
+		var queuedAt *time.Time
+		if k := tally.Available() + i; k < len(demand) {
+			queuedAt = &demand[k]
+		}
+		if err := r.createAgent(ctx, pool, queuedAt); err != nil {
 			setCounts(pool, tally, created)
-			return ctrl.Result{}, err
+			return ctrl.Result{}, fmt.Errorf("creating agent: %w", err)
 		}
 		created++
 	}
 	setCounts(pool, tally, created)
-	return ctrl.Result{RequeueAfter: interval}, nil
+
+	if created == 0 {
+		remove, wait := scaling.Surplus(tally, int(pool.Spec.MinIdle), int(maxAgents(pool)),
+			durationOr(pool.Spec.ScaleDownDelay, agentryv1.DefaultScaleDownDelay), now)
+		if wait > 0 {
+			next = min(next, wait)
+		}
+		if err := r.scaleDown(ctx, pool, server, poolID, agents, remove, now); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	return ctrl.Result{RequeueAfter: next}, nil
+}
+
+// readQueue returns the pool's unfinished job requests: from the queue
+// watch when it runs, otherwise read now (servers without the watch, or
+// while it reconnects). watching says the watch will wake the pool.
+func (r *AgentPoolReconciler) readQueue(ctx context.Context, pool *agentryv1.AgentPool, server Server, token string, poolID int) (requests []pipelines.TaskAgentJobRequest, watching bool, err error) {
+	if r.Watches != nil {
+		requests, current, _ := r.Watches.Queue(pool, server, token, poolID)
+		if current {
+			return requests, true, nil
+		}
+	}
+	requests, err = server.ListJobRequests(ctx, poolID)
+	return requests, false, err
+}
+
+// poolCapabilities are what the pool's agents offer to jobs' demands: the
+// system capabilities agentry-agent reports (the OS and architecture the
+// template's node selector pins, the agent version) and the pool's user
+// capabilities, which win.
+func poolCapabilities(pool *agentryv1.AgentPool) pipelines.Capabilities {
+	system := map[string]string{"Agent.Version": AgentVersion, "Agent.OS": "Linux"}
+	sel := pool.Spec.Template.Spec.NodeSelector
+	switch sel[corev1.LabelOSStable] {
+	case "windows":
+		system["Agent.OS"] = "Windows_NT"
+	case "darwin":
+		system["Agent.OS"] = "Darwin"
+	}
+	switch sel[corev1.LabelArchStable] {
+	case "amd64":
+		system["Agent.OSArchitecture"] = "X64"
+	case "arm64":
+		system["Agent.OSArchitecture"] = "ARM64"
+	}
+	return pipelines.NewCapabilities(system, userCapabilities(pool))
+}
+
+// userCapabilities are registered with every agent of the pool: the pool's
+// own, and the marker that says the registration is this pool's.
+func userCapabilities(pool *agentryv1.AgentPool) map[string]string {
+	caps := make(map[string]string, len(pool.Spec.Capabilities)+1)
+	for k, v := range pool.Spec.Capabilities {
+		caps[k] = v
+	}
+	caps[agentryv1.PoolCapability] = poolMarker(pool)
+	return caps
+}
+
+func poolMarker(pool *agentryv1.AgentPool) string { return pool.Namespace + "/" + pool.Name }
+
+func agentStates(agents []agentryv1.Agent) []scaling.AgentState {
+	states := make([]scaling.AgentState, len(agents))
+	for i, a := range agents {
+		states[i] = scaling.AgentState{
+			Name:     a.Name,
+			AgentID:  int(a.Status.AgentID),
+			Running:  a.Status.Phase == agentryv1.AgentRunning,
+			Finished: a.Status.Phase.Finished(),
+			Deleting: !a.DeletionTimestamp.IsZero(),
+		}
+		if a.Status.StartTime != nil {
+			states[i].RunningSince = a.Status.StartTime.Time
+		}
+	}
+	return states
+}
+
+// startFailures counts the pool's retained Agents that failed to start since
+// an agent last started, with the time and reason of the newest.
+func startFailures(agents []agentryv1.Agent) (n int, last time.Time, reason string) {
+	var lastStart time.Time
+	for _, a := range agents {
+		if a.Status.StartTime != nil && a.Status.StartTime.After(lastStart) {
+			lastStart = a.Status.StartTime.Time
+		}
+	}
+	for _, a := range agents {
+		c := meta.FindStatusCondition(a.Status.Conditions, agentryv1.AgentStartedCondition)
+		if a.Status.Phase != agentryv1.AgentFailed || c == nil || c.Status != metav1.ConditionFalse || a.Status.CompletionTime == nil {
+			continue
+		}
+		if at := a.Status.CompletionTime.Time; at.After(lastStart) {
+			n++
+			if at.After(last) {
+				last, reason = at, c.Reason+": "+c.Message
+			}
+		}
+	}
+	return n, last, reason
+}
+
+// demandQueueTimes returns the queue times of the waiting requests the pool
+// meets, oldest first: the i-th agent that is or becomes available serves
+// the i-th of them.
+func demandQueueTimes(requests []pipelines.TaskAgentJobRequest, t scaling.Tally, caps pipelines.Capabilities) []time.Time {
+	var times []time.Time
+	for i := range requests {
+		r := &requests[i]
+		if r.Waiting() && (r.ReservedAgent == nil || r.ReservedAgent.ID == 0) && r.QueueTime != nil && caps.Satisfy(r.Demands) {
+			times = append(times, *r.QueueTime)
+		}
+	}
+	slices.SortFunc(times, time.Time.Compare)
+	return times
 }
 
 // ownedAgents lists the pool's Agents from the API server: the cache may not
@@ -180,15 +377,28 @@ func (r *AgentPoolReconciler) ownedAgents(ctx context.Context, pool *agentryv1.A
 	return owned, nil
 }
 
-// recordJobRequests writes the job each busy Agent runs into its status. It
-// is done here, not by the Agent reconciler, because the pool reads the queue
-// once for all its agents.
-func (r *AgentPoolReconciler) recordJobRequests(ctx context.Context, agents []agentryv1.Agent, jobs map[int]int64) error {
+// recordJobRequests writes the job each busy Agent runs into its status and
+// marks its pod busy, which puts the pod under the pool's disruption budget.
+// It is done here, not by the Agent reconciler, because the pool reads the
+// queue once for all its agents.
+func (r *AgentPoolReconciler) recordJobRequests(ctx context.Context, pool *agentryv1.AgentPool, agents []agentryv1.Agent,
+	jobs map[int]int64, requests []pipelines.TaskAgentJobRequest, now time.Time) error {
 	for i := range agents {
 		a := &agents[i]
 		job, ok := jobs[int(a.Status.AgentID)]
-		if !ok || a.Status.AgentID == 0 || a.Status.JobRequestID == job {
+		if !ok || a.Status.AgentID == 0 || a.Status.Phase.Finished() {
 			continue
+		}
+		if err := r.markPodBusy(ctx, a); err != nil {
+			return err
+		}
+		if a.Status.JobRequestID == job {
+			continue
+		}
+		if a.Status.JobRequestID == 0 {
+			if q := queueTimeOf(requests, job); q != nil {
+				queuedToJobStarted.WithLabelValues(pool.Namespace, pool.Name).Observe(now.Sub(*q).Seconds())
+			}
 		}
 		patch := client.MergeFrom(a.DeepCopy())
 		a.Status.JobRequestID = job
@@ -199,7 +409,72 @@ func (r *AgentPoolReconciler) recordJobRequests(ctx context.Context, agents []ag
 	return nil
 }
 
-func (r *AgentPoolReconciler) createAgent(ctx context.Context, pool *agentryv1.AgentPool) error {
+func queueTimeOf(requests []pipelines.TaskAgentJobRequest, id int64) *time.Time {
+	for i := range requests {
+		if requests[i].RequestID == id {
+			return requests[i].QueueTime
+		}
+	}
+	return nil
+}
+
+// markPodBusy labels a busy agent's pod so the pool's PodDisruptionBudget
+// covers it, and tells the cluster autoscaler not to evict it.
+func (r *AgentPoolReconciler) markPodBusy(ctx context.Context, a *agentryv1.Agent) error {
+	if a.Status.PodName == "" {
+		return nil
+	}
+	var pod corev1.Pod
+	if err := r.Get(ctx, client.ObjectKey{Namespace: a.Namespace, Name: a.Status.PodName}, &pod); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if pod.Labels[agentryv1.BusyLabel] == "true" || !pod.DeletionTimestamp.IsZero() || !metav1.IsControlledBy(&pod, a) {
+		return nil
+	}
+	patch := client.MergeFrom(pod.DeepCopy())
+	if pod.Labels == nil {
+		pod.Labels = map[string]string{}
+	}
+	if pod.Annotations == nil {
+		pod.Annotations = map[string]string{}
+	}
+	pod.Labels[agentryv1.BusyLabel] = "true"
+	pod.Annotations[agentryv1.SafeToEvictAnnotation] = "false"
+	if err := r.Patch(ctx, &pod, patch); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("marking pod %s busy: %w", pod.Name, err)
+	}
+	return nil
+}
+
+// ensureDisruptionBudget makes the pool's PodDisruptionBudget: it selects
+// the pool's busy agent pods and allows none of them to be evicted, so a
+// node drain waits for running jobs instead of killing them.
+func (r *AgentPoolReconciler) ensureDisruptionBudget(ctx context.Context, pool *agentryv1.AgentPool) error {
+	var pdb policyv1.PodDisruptionBudget
+	err := r.Get(ctx, client.ObjectKey{Namespace: pool.Namespace, Name: pool.Name}, &pdb)
+	if err == nil || !apierrors.IsNotFound(err) {
+		return client.IgnoreNotFound(err)
+	}
+	pdb = policyv1.PodDisruptionBudget{
+		ObjectMeta: metav1.ObjectMeta{Name: pool.Name, Namespace: pool.Namespace, Labels: map[string]string{agentryv1.PoolLabel: pool.Name}},
+		Spec: policyv1.PodDisruptionBudgetSpec{
+			MaxUnavailable: ptr.To(intstr.FromInt32(0)),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{
+				agentryv1.PoolLabel: pool.Name,
+				agentryv1.BusyLabel: "true",
+			}},
+		},
+	}
+	if err := controllerutil.SetControllerReference(pool, &pdb, r.Scheme()); err != nil {
+		return err
+	}
+	if err := r.Create(ctx, &pdb); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating PodDisruptionBudget: %w", err)
+	}
+	return nil
+}
+
+func (r *AgentPoolReconciler) createAgent(ctx context.Context, pool *agentryv1.AgentPool, queuedAt *time.Time) error {
 	agent := &agentryv1.Agent{
 		ObjectMeta: metav1.ObjectMeta{
 			GenerateName: pool.Name + "-",
@@ -208,10 +483,128 @@ func (r *AgentPoolReconciler) createAgent(ctx context.Context, pool *agentryv1.A
 		},
 		Spec: agentryv1.AgentSpec{PoolName: pool.Name},
 	}
+	if queuedAt != nil {
+		agent.Annotations = map[string]string{agentryv1.DemandQueuedAtAnnotation: queuedAt.UTC().Format(time.RFC3339Nano)}
+	}
 	if err := controllerutil.SetControllerReference(pool, agent, r.Scheme()); err != nil {
 		return err
 	}
 	return r.Create(ctx, agent)
+}
+
+// scaleDown removes surplus idle agents: each is deregistered first, right
+// after the server confirmed it holds no job, and only then is its Agent
+// (and with it the pod) deleted. A job the server hands to the agent in
+// between is re-queued by the server when the agent is deleted.
+func (r *AgentPoolReconciler) scaleDown(ctx context.Context, pool *agentryv1.AgentPool, server Server, poolID int,
+	agents []agentryv1.Agent, remove []scaling.AgentState, now time.Time) error {
+	log := ctrl.LoggerFrom(ctx)
+	for _, victim := range remove {
+		i := slices.IndexFunc(agents, func(a agentryv1.Agent) bool { return a.Name == victim.Name })
+		if i < 0 {
+			continue
+		}
+		a := &agents[i]
+		reg, err := server.GetAgent(ctx, poolID, victim.AgentID)
+		switch {
+		case pipelines.StatusCode(err) == 404:
+			// Already gone on the server; the Agent goes too.
+		case err != nil:
+			return fmt.Errorf("checking agent %d before scaling down: %w", victim.AgentID, err)
+		case reg.AssignedRequest != nil && reg.AssignedRequest.FinishTime == nil && reg.AssignedRequest.Result == nil:
+			log.Info("Keeping an idle agent that just got a job", "agent", a.Name, "jobRequest", reg.AssignedRequest.RequestID)
+			continue
+		default:
+			log.Info("Deregistering a surplus idle agent", "agent", a.Name, "agentId", victim.AgentID, "idleFor", now.Sub(victim.RunningSince).Round(time.Second))
+			if err := server.DeleteAgent(ctx, poolID, victim.AgentID); err != nil {
+				return fmt.Errorf("deregistering surplus agent %d: %w", victim.AgentID, err)
+			}
+			deregistrationsTotal.WithLabelValues(pool.Namespace, pool.Name, "scaledDown").Inc()
+		}
+		patch := client.MergeFrom(a.DeepCopy())
+		setDeregistered(a, "ScaledDown", "Deregistered as a surplus idle agent")
+		if err := r.Status().Patch(ctx, a, patch); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("recording the deregistration of agent %s: %w", a.Name, err)
+		}
+		if err := r.Delete(ctx, a); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("deleting surplus agent %s: %w", a.Name, err)
+		}
+		r.Recorder.Eventf(pool, a, corev1.EventTypeNormal, "ScaledDown", "ScaleDown",
+			"Removed agent %s, idle for %s beyond the waiting jobs and minIdle", a.Name, now.Sub(victim.RunningSince).Round(time.Second))
+	}
+	return nil
+}
+
+// collectOrphans, at most every OrphanCheckInterval, deregisters server
+// agents that carry this pool's marker and name prefix but have no Agent
+// (left by a crash or a hand-deleted Agent whose finalizer was removed), and
+// deletes Agents whose registration vanished from the server. before is
+// the pool's Agents listed before the server's agents are read, so an agent
+// registered in between is never taken for vanished; the Agents are listed
+// again after, so an agent created in between is never taken for an orphan.
+func (r *AgentPoolReconciler) collectOrphans(ctx context.Context, pool *agentryv1.AgentPool, server Server, poolID int,
+	before []agentryv1.Agent, now time.Time) error {
+	key := client.ObjectKeyFromObject(pool)
+	interval := r.orphanCheckInterval()
+	if last, ok := r.lastOrphanCheck.Load(key); ok && now.Sub(last.(time.Time)) < interval {
+		return nil
+	}
+	registrations, err := server.ListAgentsWithCapabilities(ctx, poolID)
+	if err != nil {
+		return err
+	}
+	r.lastOrphanCheck.Store(key, now)
+	var after agentryv1.AgentList
+	if err := r.APIReader.List(ctx, &after, client.InNamespace(pool.Namespace)); err != nil {
+		return err
+	}
+	haveAgent := map[string]bool{}
+	for _, a := range after.Items {
+		haveAgent[strings.ToLower(a.Name)] = true
+	}
+	registered := map[int]bool{}
+	log := ctrl.LoggerFrom(ctx)
+	for _, reg := range registrations {
+		registered[reg.ID] = true
+		if reg.UserCapabilities[agentryv1.PoolCapability] != poolMarker(pool) ||
+			!strings.HasPrefix(strings.ToLower(reg.Name), strings.ToLower(pool.Name)+"-") || haveAgent[strings.ToLower(reg.Name)] {
+			continue
+		}
+		log.Info("Deregistering an orphaned registration", "agentName", reg.Name, "agentId", reg.ID)
+		if err := server.DeleteAgent(ctx, poolID, reg.ID); err != nil {
+			return fmt.Errorf("deregistering orphan %d: %w", reg.ID, err)
+		}
+		deregistrationsTotal.WithLabelValues(pool.Namespace, pool.Name, "orphan").Inc()
+		r.Recorder.Eventf(pool, nil, corev1.EventTypeWarning, "OrphanDeregistered", "CollectOrphans",
+			"Deregistered server agent %s (id %d): it had no Agent", reg.Name, reg.ID)
+	}
+	for i := range before {
+		a := &before[i]
+		if a.Status.AgentID == 0 || registered[int(a.Status.AgentID)] || !a.DeletionTimestamp.IsZero() || a.Status.Phase.Finished() ||
+			!meta.IsStatusConditionTrue(a.Status.Conditions, agentryv1.AgentRegisteredCondition) {
+			continue
+		}
+		log.Info("Deleting an agent whose registration vanished", "agent", a.Name, "agentId", a.Status.AgentID)
+		patch := client.MergeFrom(a.DeepCopy())
+		setDeregistered(a, "RegistrationVanished", "The server no longer has this agent")
+		if err := r.Status().Patch(ctx, a, patch); client.IgnoreNotFound(err) != nil {
+			return err
+		}
+		if err := r.Delete(ctx, a); client.IgnoreNotFound(err) != nil {
+			return err
+		}
+		failuresTotal.WithLabelValues(pool.Namespace, pool.Name, "RegistrationVanished").Inc()
+		r.Recorder.Eventf(a, nil, corev1.EventTypeWarning, "RegistrationVanished", "CollectOrphans",
+			"The server no longer has agent %d; deleting the Agent", a.Status.AgentID)
+	}
+	return nil
+}
+
+func (r *AgentPoolReconciler) orphanCheckInterval() time.Duration {
+	if r.OrphanCheckInterval > 0 {
+		return r.OrphanCheckInterval
+	}
+	return defaultOrphanCheckInterval
 }
 
 // reconcileDelete deletes the pool's Agents and keeps the pool until they are
@@ -241,11 +634,11 @@ func (r *AgentPoolReconciler) reconcileDelete(ctx context.Context, pool *agentry
 	return ctrl.Result{}, client.IgnoreNotFound(r.Patch(ctx, pool, patch))
 }
 
-func pollInterval(pool *agentryv1.AgentPool) time.Duration {
-	if d := pool.Spec.PollInterval; d != nil && d.Duration > 0 {
+func durationOr(d *metav1.Duration, def time.Duration) time.Duration {
+	if d != nil && d.Duration > 0 {
 		return d.Duration
 	}
-	return defaultPollInterval
+	return def
 }
 
 func maxAgents(pool *agentryv1.AgentPool) int32 {
@@ -265,13 +658,17 @@ func setCounts(pool *agentryv1.AgentPool, t scaling.Tally, created int) {
 		Starting: int32(t.Starting + created),
 		Idle:     int32(t.Idle),
 		Busy:     int32(t.Busy),
-		Total:    int32(t.Starting + t.Idle + t.Busy + created),
+		Total:    int32(t.Total + created),
+	}
+	waitingJobsGauge.WithLabelValues(pool.Namespace, pool.Name).Set(float64(t.Waiting))
+	for state, n := range map[string]int32{"starting": pool.Status.Agents.Starting, "idle": pool.Status.Agents.Idle, "busy": pool.Status.Agents.Busy} {
+		agentsGauge.WithLabelValues(pool.Namespace, pool.Name, state).Set(float64(n))
 	}
 }
 
 // readyCondition says whether the pool can start agents, from what the
 // reconcile observed.
-func readyCondition(pool *agentryv1.AgentPool) metav1.Condition {
+func readyCondition(pool *agentryv1.AgentPool, obs *poolObservation) metav1.Condition {
 	c := metav1.Condition{Type: agentryv1.PoolReady, ObservedGeneration: pool.Generation}
 	reachable := meta.FindStatusCondition(pool.Status.Conditions, agentryv1.PoolServerReachable)
 	switch {
@@ -282,6 +679,8 @@ func readyCondition(pool *agentryv1.AgentPool) metav1.Condition {
 		c.Status, c.Reason, c.Message = metav1.ConditionUnknown, "Pending", "The server was not asked yet"
 	case reachable.Status != metav1.ConditionTrue:
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, reachable.Reason, reachable.Message
+	case obs.backoff != "":
+		c.Status, c.Reason, c.Message = metav1.ConditionFalse, "StartBackoff", obs.backoff
 	default:
 		c.Status, c.Reason, c.Message = metav1.ConditionTrue, "Ready", "Agents are started for waiting jobs"
 	}

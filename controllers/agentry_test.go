@@ -274,6 +274,18 @@ func checkPod(t *testing.T, a *agentryv1.Agent) {
 	if pod.Spec.AutomountServiceAccountToken == nil || *pod.Spec.AutomountServiceAccountToken {
 		t.Errorf("automountServiceAccountToken = %v, want false", pod.Spec.AutomountServiceAccountToken)
 	}
+	// The template sets no security context: the pod gets the Pod Security
+	// "restricted" defaults.
+	if psc := pod.Spec.SecurityContext; psc == nil || !ptr.Deref(psc.RunAsNonRoot, false) ||
+		psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("pod securityContext = %+v, want runAsNonRoot and seccomp RuntimeDefault", psc)
+	}
+	for _, c := range pod.Spec.Containers {
+		if sc := c.SecurityContext; sc == nil || ptr.Deref(sc.AllowPrivilegeEscalation, true) || sc.Capabilities == nil ||
+			!slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+			t.Errorf("container %s securityContext = %+v, want no privilege escalation and all capabilities dropped", c.Name, sc)
+		}
+	}
 	var volume string
 	for _, v := range pod.Spec.Volumes {
 		if v.Secret != nil && v.Secret.SecretName == a.Status.SecretName {

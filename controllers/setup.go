@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"time"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -19,7 +21,8 @@ const EventReporter = "agentry-manager"
 // +kubebuilder:rbac:groups=agentry.dev,resources=agentpools;agents,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=agentry.dev,resources=agentpools/status;agents/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=agentry.dev,resources=agentpools/finalizers;agents/finalizers,verbs=update
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create;update;patch;delete
 // +kubebuilder:rbac:groups="";events.k8s.io,resources=events,verbs=create;patch
 
@@ -59,18 +62,36 @@ func ManagerOptions(scheme *runtime.Scheme, namespace string) ctrl.Options {
 	return opts
 }
 
-// Setup registers the AgentPool and Agent reconcilers with mgr. connect, when
-// nil, connects to servers with pipelines.Client.
-func Setup(mgr ctrl.Manager, connect Connector) error {
+// Options tune the reconcilers; the zero value is production's.
+type Options struct {
+	// Connect connects to servers; nil uses Connect.
+	Connect Connector
+	// OrphanCheckInterval is how often a pool looks for orphaned
+	// registrations and vanished agents; 0 means every minute.
+	OrphanCheckInterval time.Duration
+	// DisableQueueWatch polls every server's job queue instead of watching
+	// agentry-server's.
+	DisableQueueWatch bool
+}
+
+// Setup registers the AgentPool and Agent reconcilers with mgr.
+func Setup(mgr ctrl.Manager, opts Options) error {
+	connect := opts.Connect
 	if connect == nil {
 		connect = Connect
 	}
+	var watches *queueWatchers
+	if !opts.DisableQueueWatch {
+		watches = newQueueWatchers()
+	}
 	recorder := mgr.GetEventRecorder(EventReporter)
 	if err := (&AgentPoolReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Recorder:  recorder,
-		Connect:   connect,
+		Client:              mgr.GetClient(),
+		APIReader:           mgr.GetAPIReader(),
+		Recorder:            recorder,
+		Connect:             connect,
+		Watches:             watches,
+		OrphanCheckInterval: opts.OrphanCheckInterval,
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}

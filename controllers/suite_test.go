@@ -88,7 +88,7 @@ func run(m *testing.M) int {
 	opts.HealthProbeBindAddress = "0"
 	mgr, err := ctrl.NewManager(mgrCfg, opts)
 	if err == nil {
-		err = controllers.Setup(mgr, nil)
+		err = controllers.Setup(mgr, controllers.Options{OrphanCheckInterval: 300 * time.Millisecond})
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "FAIL: setting up the manager:", err)

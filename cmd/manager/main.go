@@ -7,8 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"time"
 
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -57,12 +59,15 @@ func run(ctx context.Context, restConfig *rest.Config, cfg config) error {
 	// Leaving at once on shutdown lets a new leader take over without
 	// waiting out the lease.
 	opts.LeaderElectionReleaseOnCancel = true
+	// On SIGTERM, reconciles in flight (a registration, a deregistration)
+	// get this long to finish; the queue watches stop at once.
+	opts.GracefulShutdownTimeout = ptr.To(30 * time.Second)
 
 	mgr, err := ctrl.NewManager(restConfig, opts)
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
 	}
-	if err := controllers.Setup(mgr, nil); err != nil {
+	if err := controllers.Setup(mgr, controllers.Options{}); err != nil {
 		return fmt.Errorf("setting up reconcilers: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

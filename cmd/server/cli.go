@@ -2,11 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +25,7 @@ import (
 	"github.com/agentry-dev/agentry/internal/jobapi"
 	"github.com/agentry-dev/agentry/internal/pipelines"
 	"github.com/agentry-dev/agentry/internal/server"
+	"github.com/agentry-dev/agentry/internal/server/store"
 )
 
 // Environment variables the commands read.
@@ -44,7 +50,7 @@ func (c *cli) command() *cobra.Command {
 		Use:   "agentry-server",
 		Short: "Run or use agentry's job service",
 		Long: "agentry-server is a job service that speaks the agent-facing side of the Azure Pipelines\n" +
-			"protocol. `serve` runs it; `pool` and `job` are clients of a running server.\n\n" +
+			"protocol. `serve` runs it; `pool`, `job` and `token` are clients of a running server.\n\n" +
 			"Environment:\n" +
 			"  " + envAdminToken + "  the pool-admin token (serve: the token to accept; clients: the token to send)\n" +
 			"  " + envServerURL + "   the server the client commands call (default " + defaultServerURL + ")",
@@ -53,7 +59,7 @@ func (c *cli) command() *cobra.Command {
 	}
 	root.SetOut(c.stdout)
 	root.SetErr(c.stderr)
-	root.AddCommand(c.serveCommand(), c.poolCommand(), c.jobCommand())
+	root.AddCommand(c.serveCommand(), c.poolCommand(), c.jobCommand(), c.tokenCommand())
 	return root
 }
 
@@ -61,24 +67,40 @@ func (c *cli) command() *cobra.Command {
 
 type serveOptions struct {
 	listen, data, publicURL, logFormat string
+	store, adminTokenFile              string
+	tlsCert, tlsKey                    string
 	longPoll                           time.Duration
 	verbosity                          int
 }
+
+// Stores serve can use.
+const (
+	storeSQLite = "sqlite"
+	storeMemory = "memory"
+)
 
 func (c *cli) serveCommand() *cobra.Command {
 	var o serveOptions
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the server",
-		Long: "Run agentry-server until interrupted. The admin token is read from " + envAdminToken + ".\n\n" +
-			"State is kept in memory for now: it is lost when the server stops. --data is created\n" +
-			"and marked already; the durable store will keep its database there.",
+		Long: "Run agentry-server until interrupted.\n\n" +
+			"The bootstrap admin token is read from --admin-token-file or else from " + envAdminToken + ";\n" +
+			"make named, revocable tokens for people and programs with `agentry-server token create`.\n\n" +
+			"State (pools, agents, jobs, timelines, logs, admin tokens) is kept in an SQLite database,\n" +
+			"" + server.DatabaseFile + " in --data, and survives restarts. --store memory keeps it in memory\n" +
+			"instead (lost when the server stops), for tests and experiments.\n\n" +
+			"With --tls-cert and --tls-key the server speaks HTTPS only.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return c.serve(cmd.Context(), o) },
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.listen, "listen", "127.0.0.1:8080", "address to listen on, host:port (use :8080 for every interface)")
-	f.StringVar(&o.data, "data", "agentry-data", "data folder; created if missing")
+	f.StringVar(&o.data, "data", "agentry-data", "data folder, holding the database; created if missing")
+	f.StringVar(&o.store, "store", storeSQLite, "where state is kept: sqlite (in --data, durable) or memory (lost on exit)")
+	f.StringVar(&o.adminTokenFile, "admin-token-file", "", "file holding the bootstrap admin token (instead of $"+envAdminToken+")")
+	f.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate (chain) to serve HTTPS with; needs --tls-key")
+	f.StringVar(&o.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	f.StringVar(&o.publicURL, "public-url", "", "base URL agents are told to use (token endpoint, job connection); default: the scheme and Host of each request")
 	f.DurationVar(&o.longPoll, "long-poll", server.DefaultLongPoll, "how long an agent's message poll waits before answering with no message")
 	f.IntVarP(&o.verbosity, "verbosity", "v", 0, "log verbosity; 1 logs every request")
@@ -115,14 +137,39 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 	if err != nil {
 		return err
 	}
-	token := c.getenv(envAdminToken)
-	if token == "" {
-		return fmt.Errorf("%s is not set: the server needs an admin token", envAdminToken)
+	token, err := c.adminToken(o.adminTokenFile)
+	if err != nil {
+		return fmt.Errorf("the server needs a bootstrap admin token: %w", err)
+	}
+	var tlsConfig *tls.Config
+	if o.tlsCert != "" || o.tlsKey != "" {
+		if o.tlsCert == "" || o.tlsKey == "" {
+			return errors.New("--tls-cert and --tls-key go together")
+		}
+		cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
+		if err != nil {
+			return fmt.Errorf("loading the TLS certificate: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	if err := server.InitDataDir(o.data); err != nil {
 		return err
 	}
-	srv, err := server.New(server.Config{AdminToken: token, PublicURL: o.publicURL, Log: log, LongPoll: o.longPoll})
+	var st store.Store
+	switch o.store {
+	case storeSQLite:
+		db, err := store.NewSQLite(filepath.Join(o.data, server.DatabaseFile))
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		st = db
+	case storeMemory:
+		st = store.NewMemory()
+	default:
+		return fmt.Errorf("--store %q: want %s or %s", o.store, storeSQLite, storeMemory)
+	}
+	srv, err := server.New(server.Config{AdminToken: token, PublicURL: o.publicURL, Log: log, LongPoll: o.longPoll, Store: st})
 	if err != nil {
 		return err
 	}
@@ -130,7 +177,11 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 	if err != nil {
 		return err
 	}
-	log.Info("Serving agentry-server", "address", ln.Addr().String(), "data", o.data, "publicURL", o.publicURL)
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
+	}
+	log.Info("Serving agentry-server", "address", ln.Addr().String(), "tls", tlsConfig != nil, "data", o.data,
+		"store", o.store, "publicURL", o.publicURL)
 	if c.onListen != nil {
 		c.onListen(ln.Addr())
 	}
@@ -139,25 +190,64 @@ func (c *cli) serve(ctx context.Context, o serveOptions) error {
 	return err
 }
 
+// adminToken reads the admin token from file or, when file is empty, from
+// the environment.
+func (c *cli) adminToken(file string) (string, error) {
+	if file == "" {
+		if tok := c.getenv(envAdminToken); tok != "" {
+			return tok, nil
+		}
+		return "", fmt.Errorf("%s is not set and no --admin-token-file was given", envAdminToken)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("reading the admin token: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("admin token file %s is empty", file)
+	}
+	return tok, nil
+}
+
 // ---- client commands ----
 
 // clientFlags are the flags every client command has.
-type clientFlags struct{ server string }
+type clientFlags struct{ server, adminTokenFile, caFile string }
 
 func (c *cli) addClientFlags(cmd *cobra.Command, f *clientFlags) {
 	def := c.getenv(envServerURL)
 	if def == "" {
 		def = defaultServerURL
 	}
-	cmd.PersistentFlags().StringVar(&f.server, "server", def, "server URL; defaults to $"+envServerURL+", else "+defaultServerURL+". The admin token is read from $"+envAdminToken)
+	pf := cmd.PersistentFlags()
+	pf.StringVar(&f.server, "server", def, "server URL; defaults to $"+envServerURL+", else "+defaultServerURL+". The admin token is read from $"+envAdminToken)
+	pf.StringVar(&f.adminTokenFile, "admin-token-file", "", "file holding the admin token (instead of $"+envAdminToken+")")
+	pf.StringVar(&f.caFile, "ca-file", "", "PEM CA certificate(s) to trust for an https server, besides the system's")
 }
 
 func (c *cli) client(f *clientFlags) (jobapi.Client, error) {
-	token := c.getenv(envAdminToken)
-	if token == "" {
-		return jobapi.Client{}, fmt.Errorf("%s is not set: the client needs the admin token", envAdminToken)
+	token, err := c.adminToken(f.adminTokenFile)
+	if err != nil {
+		return jobapi.Client{}, fmt.Errorf("the client needs an admin token: %w", err)
 	}
 	hc := &http.Client{Timeout: time.Minute}
+	if f.caFile != "" {
+		pem, err := os.ReadFile(f.caFile)
+		if err != nil {
+			return jobapi.Client{}, fmt.Errorf("reading --ca-file: %w", err)
+		}
+		roots, err := x509.SystemCertPool()
+		if err != nil {
+			roots = x509.NewCertPool()
+		}
+		if !roots.AppendCertsFromPEM(pem) {
+			return jobapi.Client{}, fmt.Errorf("--ca-file %s holds no PEM certificate", f.caFile)
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+		hc.Transport = tr
+	}
 	return jobapi.Client{Client: pipelines.NewClient(f.server, pipelines.PersonalAccessToken(token), hc)}, nil
 }
 
@@ -206,10 +296,35 @@ func (c *cli) poolCommand() *cobra.Command {
 }
 
 type queueOptions struct {
-	pool, name string
-	scripts    []string
-	demands    []string
-	bash       bool
+	pool, name    string
+	scripts       []string
+	demands       []string
+	vars, secrets []string
+	timeout       int
+	bash          bool
+}
+
+// variables reads --var and --secret NAME=VALUE pairs.
+func (q *queueOptions) variables() (map[string]pipelines.VariableValue, error) {
+	vars := map[string]pipelines.VariableValue{}
+	for _, set := range []struct {
+		flag   string
+		pairs  []string
+		secret bool
+	}{{"--var", q.vars, false}, {"--secret", q.secrets, true}} {
+		for _, kv := range set.pairs {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok || k == "" {
+				// Never echo the pair: it may be a secret.
+				return nil, fmt.Errorf("%s: want NAME=VALUE", set.flag)
+			}
+			vars[k] = pipelines.VariableValue{Value: v, IsSecret: set.secret}
+		}
+	}
+	if len(vars) == 0 {
+		return nil, nil
+	}
+	return vars, nil
 }
 
 func (c *cli) jobCommand() *cobra.Command {
@@ -229,7 +344,11 @@ func (c *cli) jobCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			spec := jobapi.JobSpec{Pool: q.pool, Name: q.name, Demands: q.demands}
+			vars, err := q.variables()
+			if err != nil {
+				return err
+			}
+			spec := jobapi.JobSpec{Pool: q.pool, Name: q.name, Demands: q.demands, Variables: vars, TimeoutInMinutes: q.timeout}
 			task := jobapi.TaskCmdLine
 			if q.bash {
 				task = jobapi.TaskBash
@@ -250,7 +369,10 @@ func (c *cli) jobCommand() *cobra.Command {
 	qf.StringArrayVar(&q.scripts, "script", nil, "an inline script step; repeat for more steps, run in order (required)")
 	qf.BoolVar(&q.bash, "bash", false, "run the steps with Bash@3 instead of CmdLine@2")
 	qf.StringVar(&q.name, "name", "", "the job's display name")
-	qf.StringArrayVar(&q.demands, "demand", nil, "a capability the agent must have: NAME or 'NAME -equals VALUE'; repeatable")
+	qf.StringArrayVar(&q.demands, "demand", nil, "a capability the agent must have: NAME, 'NAME -equals VALUE' or 'NAME -gtVersion VERSION'; repeatable")
+	qf.StringArrayVar(&q.vars, "var", nil, "a job variable, NAME=VALUE; repeatable")
+	qf.StringArrayVar(&q.secrets, "secret", nil, "a secret job variable, NAME=VALUE, masked in logs and never shown; repeatable")
+	qf.IntVar(&q.timeout, "timeout", 0, "the job's time-out in minutes (0: none); the server cancels a job that runs longer")
 	_ = queue.MarkFlagRequired("pool")
 	_ = queue.MarkFlagRequired("script")
 
@@ -285,9 +407,10 @@ func (c *cli) jobCommand() *cobra.Command {
 	}
 	get.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 
+	var followLog bool
 	logs := &cobra.Command{
-		Use:   "logs ID",
-		Short: "Print a job's log",
+		Use:   "logs [-f] ID",
+		Short: "Print a job's log; with -f, follow it until the job ends",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id, err := jobID(args[0])
@@ -298,12 +421,48 @@ func (c *cli) jobCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if followLog {
+				// A followed log lasts as long as the job: no overall timeout.
+				cl.Client = cl.WithAuth(cl.Auth)
+				cl.HTTP = &http.Client{}
+				return cl.FollowJobLog(cmd.Context(), id, c.stdout)
+			}
 			log, err := cl.JobLog(cmd.Context(), id)
 			if err != nil {
 				return err
 			}
 			_, err = io.WriteString(c.stdout, log)
 			return err
+		},
+	}
+
+	logs.Flags().BoolVarP(&followLog, "follow", "f", false, "stream the log as it grows until the job ends")
+
+	cancel := &cobra.Command{
+		Use:   "cancel ID",
+		Short: "Cancel a job; prints its state",
+		Long: "Cancel a job. A job not yet started ends canceled at once; a running one is asked to stop\n" +
+			"and is shown as canceling until its agent reports (or abandoned if it does not in time).",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := jobID(args[0])
+			if err != nil {
+				return err
+			}
+			cl, err := c.client(&f)
+			if err != nil {
+				return err
+			}
+			j, err := cl.CancelJob(cmd.Context(), id)
+			if err != nil {
+				return err
+			}
+			state := j.State
+			if j.Result != "" {
+				state += " (" + string(j.Result) + ")"
+			}
+			fmt.Fprintln(c.stdout, state)
+			return nil
 		},
 	}
 
@@ -330,9 +489,9 @@ func (c *cli) jobCommand() *cobra.Command {
 		},
 	}
 	list.Flags().StringVar(&listPool, "pool", "", "only jobs of this pool")
-	list.Flags().StringVar(&listState, "state", "", "only jobs in this state: queued, assigned, running or completed")
+	list.Flags().StringVar(&listState, "state", "", "only jobs in this state: queued, assigned, running, canceling or completed")
 
-	cmd.AddCommand(queue, get, logs, list)
+	cmd.AddCommand(queue, get, logs, list, cancel)
 	return cmd
 }
 
@@ -366,6 +525,10 @@ func printJob(w io.Writer, j *jobapi.Job) error {
 	if len(j.Demands) > 0 {
 		demands = strings.Join(j.Demands, ", ")
 	}
+	timeout := "-"
+	if j.TimeoutInMinutes > 0 {
+		timeout = fmt.Sprintf("%d min", j.TimeoutInMinutes)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, row := range [][2]string{
 		{"ID", strconv.FormatInt(j.ID, 10)},
@@ -376,6 +539,8 @@ func printJob(w io.Writer, j *jobapi.Job) error {
 		{"Result", dash(string(j.Result))},
 		{"Agent", agent},
 		{"Demands", demands},
+		{"Timeout", timeout},
+		{"Attempts", strconv.Itoa(j.Attempts)},
 		{"Queued", when(j.QueueTime)},
 		{"Assigned", when(j.AssignTime)},
 		{"Started", when(j.StartTime)},

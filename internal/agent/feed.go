@@ -37,11 +37,15 @@ func FeedBatches(stepID string, first int64, lines []string) []pipelines.Timelin
 }
 
 // feedBuffer holds a step's console lines until the next feed call. Lines
-// are numbered from 1 in the order they were added.
+// are numbered from 1 in the order they were added. While the server is
+// slower than the step, only the newest maxFeedBacklog lines are kept.
 type feedBuffer struct {
-	mu      sync.Mutex
+	mu sync.Mutex
+	// lines[start:] are held; dropping moves start, so a step printing
+	// millions of lines costs O(1) per line, not a copy of the backlog.
 	lines   []string
-	first   int64 // number of lines[0]
+	start   int
+	first   int64 // number of lines[start]
 	dropped int64
 }
 
@@ -51,10 +55,16 @@ func (b *feedBuffer) add(line string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.lines = append(b.lines, line)
-	if over := len(b.lines) - maxFeedBacklog; over > 0 {
-		b.lines = append(b.lines[:0:0], b.lines[over:]...)
-		b.first += int64(over)
-		b.dropped += int64(over)
+	if len(b.lines)-b.start > maxFeedBacklog {
+		b.lines[b.start] = ""
+		b.start++
+		b.first++
+		b.dropped++
+	}
+	if b.start >= maxFeedBacklog {
+		n := copy(b.lines, b.lines[b.start:])
+		clear(b.lines[n:])
+		b.lines, b.start = b.lines[:n], 0
 	}
 }
 
@@ -63,8 +73,8 @@ func (b *feedBuffer) add(line string) {
 func (b *feedBuffer) take() (first int64, lines []string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	first, lines = b.first, b.lines
-	b.first += int64(len(b.lines))
-	b.lines = nil
+	first, lines = b.first, b.lines[b.start:]
+	b.first += int64(len(lines))
+	b.lines, b.start = nil, 0
 	return first, lines
 }

@@ -335,25 +335,32 @@ func TestSecretsAndTheJobTokenNeverLeak(t *testing.T) {
 		Variables: map[string]pipelines.VariableValue{
 			"db.password": {Value: secret, IsSecret: true},
 		},
-		Steps: []jobapi.Step{{Script: strings.Join([]string{
+		Steps: []jobapi.Step{{DisplayName: "uses $(db.password)", Script: strings.Join([]string{
 			`echo "macro=$(db.password)"`,
 			`echo "env=${DB_PASSWORD:-not-exported}"`,
 			`echo "reversed=$(echo '$(db.password)' | rev | rev)"`,
 			`echo "token-length=${#SYSTEM_ACCESSTOKEN}"`,
 			`echo "token=$SYSTEM_ACCESSTOKEN"`,
-		}, "\n")}},
+			`echo "hinted=ticket-12345"`,
+		}, "\n")}, {Script: "echo never"}},
 	})
 	// agentry-server reserves system.* variables; Azure DevOps sends
 	// system.enableAccessToken when a pipeline maps System.AccessToken.
 	tj := e.takeJob(t)
 	tj.msg.Variables["system.enableAccessToken"] = pipelines.VariableValue{Value: "true"}
-	if result, err := runJob(tj.ctx, tj.cfg, tj.l, tj.msg, tj.dirs); err != nil || result != pipelines.ResultSucceeded {
-		t.Fatalf("runJob = %s, %v", result, err)
+	// A mask hint as Azure sends for values a task declares secret.
+	tj.msg.Mask = append(tj.msg.Mask, pipelines.MaskHint{Type: "regex", Value: `ticket-[0-9]{5}`})
+	// A step whose failure message (a timeline issue) quotes the secret.
+	tj.msg.Steps[1].Inputs["workingDirectory"] = "/nonexistent/$(db.password)"
+	tj.msg.Steps[1].ContinueOnError = true
+	tj.msg.Steps[1].DisplayName = "step 2 $(db.password) " + secret
+	if result, err := runJob(tj.ctx, tj.cfg, tj.l, tj.msg, tj.dirs); err != nil || result != pipelines.ResultSucceededWithIssues {
+		t.Fatalf("runJob = %s, %v; want succeededWithIssues", result, err)
 	}
 	cfg := tj.cfg
 	e.srv.WaitJob(t, job.ID, testTimeout)
 	log := e.jobLog(t, job.ID)
-	for _, want := range []string{"macro=***", "env=not-exported", "reversed=***", "token=***"} {
+	for _, want := range []string{"macro=***", "env=not-exported", "reversed=***", "token=***", "hinted=***", "/nonexistent/*** does not exist"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("job log lacks %q:\n%s", want, log)
 		}
@@ -365,13 +372,24 @@ func TestSecretsAndTheJobTokenNeverLeak(t *testing.T) {
 	if len(tokens) != 1 {
 		t.Fatalf("server handed out %d job tokens, want 1", len(tokens))
 	}
-	leaks := map[string]string{"job log": log, "agent log": e.logs.String()}
+	e.store.mu.Lock()
+	feed := strings.Join(e.store.feed, "\n")
+	e.store.mu.Unlock()
+	if !strings.Contains(feed, "macro=***") {
+		t.Errorf("live feed lacks the masked line:\n%s", feed)
+	}
+	leaks := map[string]string{"job log": log, "agent log": e.logs.String(), "live feed": feed}
+	issues := 0
 	for _, r := range e.records(t, job.ID) {
 		b, _ := json.Marshal(r)
 		leaks["timeline record "+r.Name] = string(b)
+		issues += len(r.Issues)
+	}
+	if issues == 0 {
+		t.Error("no timeline issue was reported for the failing step")
 	}
 	for where, text := range leaks {
-		for name, value := range map[string]string{"the secret": secret, "the job token": tokens[0]} {
+		for name, value := range map[string]string{"the secret": secret, "the job token": tokens[0], "the hinted value": "ticket-12345"} {
 			if strings.Contains(text, value) {
 				t.Errorf("%s holds %s", where, name)
 			}
@@ -414,11 +432,15 @@ type takenJob struct {
 	dirs workDirs
 }
 
-func (e *env) takeJob(t *testing.T) takenJob {
+func (e *env) takeJob(t *testing.T, configure ...func(*Config)) takenJob {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)
-	cfg := e.config(t).withDefaults()
+	cfg := e.config(t)
+	for _, f := range configure {
+		f(&cfg)
+	}
+	cfg = cfg.withDefaults()
 	key, err := e.files.Key.PrivateKey()
 	if err != nil {
 		t.Fatal(err)

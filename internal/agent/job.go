@@ -504,6 +504,13 @@ func (jr *jobRunner) runStep(ctx context.Context, s pipelines.JobStep, rec *pipe
 		defer close(feedStopped)
 		jr.streamFeed(rec.ID, out.feed, feedDone)
 	}()
+	logDone, logStopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(logStopped)
+		if rec.Log != nil {
+			jr.streamLog(rec.Log.ID, out, logDone)
+		}
+	}()
 	out.line("##[section]Starting: " + rec.Name)
 	res, issue := body(ctx, s, out)
 	if issue != "" {
@@ -514,10 +521,9 @@ func (jr *jobRunner) runStep(ctx context.Context, s pipelines.JobStep, rec *pipe
 	}
 	out.line("##[section]Finishing: " + rec.Name)
 	close(feedDone)
+	close(logDone)
 	<-feedStopped
-	if rec.Log != nil {
-		jr.uploadLog(rec.Log.ID, out)
-	}
+	<-logStopped
 
 	finish := jr.now()
 	rec.State, rec.FinishTime, rec.Result = ptr(pipelines.StateCompleted), &finish, &res
@@ -655,22 +661,44 @@ func (jr *jobRunner) updateRecords(recs ...pipelines.TimelineRecord) {
 	})
 }
 
-func (jr *jobRunner) uploadLog(logID int, out *stepOutput) {
-	content, size, err := out.content()
-	if err != nil {
-		jr.log.Error(err, "Could not read back a step's log")
-		return
-	}
-	// In chunks: each POST appends, and none is too large for a server to take.
-	for off := int64(0); off < size; off += logChunk {
-		chunk := io.NewSectionReader(content, off, min(logChunk, size-off))
-		err := jr.report("uploading a log", recordBudget, func(ctx context.Context) error {
-			if _, err := chunk.Seek(0, io.SeekStart); err != nil {
-				return permanent(err)
-			}
-			return jr.reporter.UploadLog(ctx, jr.job.Plan, logID, chunk)
-		})
+// streamLog uploads a step's log from its spool file in chunks of logChunk
+// bytes (each POST appends; none is too large for a server to take): every
+// whole chunk as soon as the step has written it, the rest once done closes.
+// A long step's log so reaches the server while it runs, and the agent never
+// holds more than the bufio buffer of it in memory.
+func (jr *jobRunner) streamLog(logID int, out *stepOutput, done <-chan struct{}) {
+	var sent int64
+	for {
+		final := false
+		select {
+		case <-done:
+			final = true
+		case <-out.grown:
+		}
+		content, size, err := out.content()
 		if err != nil {
+			jr.log.Error(err, "Could not read back a step's log")
+			return
+		}
+		end := size
+		if !final {
+			end = sent + (size-sent)/logChunk*logChunk
+		}
+		for sent < end {
+			n := min(logChunk, end-sent)
+			chunk := io.NewSectionReader(content, sent, n)
+			err := jr.report("uploading a log", recordBudget, func(ctx context.Context) error {
+				if _, err := chunk.Seek(0, io.SeekStart); err != nil {
+					return permanent(err)
+				}
+				return jr.reporter.UploadLog(ctx, jr.job.Plan, logID, chunk)
+			})
+			if err != nil {
+				return
+			}
+			sent += n
+		}
+		if final {
 			return
 		}
 	}
@@ -716,14 +744,20 @@ type stepOutput struct {
 	clock Clock
 	feed  *feedBuffer
 
-	mu   sync.Mutex
-	file *os.File
-	w    *bufio.Writer
-	err  error
+	// grown is signaled each time another logChunk bytes were written.
+	grown chan struct{}
+
+	mu       sync.Mutex
+	file     *os.File
+	w        *bufio.Writer
+	err      error
+	buf      []byte // one log line being formatted
+	written  int64
+	signaled int64
 }
 
 func newStepOutput(mask *Masker, clock Clock, dir string) *stepOutput {
-	o := &stepOutput{mask: mask, clock: clock, feed: newFeedBuffer()}
+	o := &stepOutput{mask: mask, clock: clock, feed: newFeedBuffer(), grown: make(chan struct{}, 1)}
 	o.file, o.err = os.CreateTemp(dir, "step-*.log")
 	if o.err == nil {
 		o.w = bufio.NewWriter(o.file)
@@ -735,14 +769,33 @@ func newStepOutput(mask *Masker, clock Clock, dir string) *stepOutput {
 // U+FFFD (one per invalid run), as the server, the feed's JSON and
 // Microsoft's agent all treat output as UTF-8 text.
 func (o *stepOutput) line(s string) {
+	if !strings.Contains(s, "\n") {
+		o.one(s)
+		return
+	}
 	for _, l := range strings.Split(s, "\n") {
-		l = o.mask.Mask(strings.ToValidUTF8(l, "\uFFFD"))
-		o.feed.add(l)
-		o.mu.Lock()
-		if o.err == nil {
-			_, o.err = fmt.Fprintf(o.w, "%s %s\n", o.clock.Now().UTC().Format(logTime), l)
+		o.one(l)
+	}
+}
+
+func (o *stepOutput) one(l string) {
+	l = o.mask.Mask(strings.ToValidUTF8(l, "\uFFFD"))
+	o.feed.add(l)
+	now := o.clock.Now().UTC()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.err != nil {
+		return
+	}
+	o.buf = append(append(append(now.AppendFormat(o.buf[:0], logTime), ' '), l...), '\n')
+	_, o.err = o.w.Write(o.buf)
+	o.written += int64(len(o.buf))
+	if o.written-o.signaled >= logChunk {
+		o.signaled = o.written
+		select {
+		case o.grown <- struct{}{}:
+		default:
 		}
-		o.mu.Unlock()
 	}
 }
 

@@ -185,8 +185,9 @@ func (l *listener) openSession(ctx context.Context) error {
 		if first.IsZero() {
 			first = l.cfg.Clock.Now()
 		}
-		if l.cfg.Clock.Now().Sub(first) >= l.cfg.RetryTimeout {
-			return fmt.Errorf("another session of this agent stayed open: %w", err)
+		if waited := l.cfg.Clock.Now().Sub(first); waited >= l.cfg.RetryTimeout {
+			return fmt.Errorf("gave up opening a session after %s: the server says another session of this agent is still open "+
+				"(is a second process running with the same agent files?): %w", waited.Round(time.Second), err)
 		}
 		l.log.Info("Waiting for this agent's other session to end")
 		select {

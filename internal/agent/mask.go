@@ -49,6 +49,12 @@ func NewMasker(secrets []string, hints []pipelines.MaskHint, vars map[string]pip
 				bad = append(bad, i)
 				continue
 			}
+			if lit, complete := re.LiteralPrefix(); complete {
+				// A plain string (Azure sends the job token as a "regex"):
+				// the literal replacer is much faster than a regexp per line.
+				add(lit)
+				continue
+			}
 			m.patterns = append(m.patterns, re)
 		case "variable":
 			if v, ok := lookupVar(vars, h.Value); ok {

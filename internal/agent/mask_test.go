@@ -16,6 +16,7 @@ func TestMasker(t *testing.T) {
 		{Type: "regex", Value: `(`},  // does not compile
 		{Type: "regex", Value: `x*`}, // matches the empty string
 		{Type: "other", Value: "y"},
+		{Type: "regex", Value: `plain\.literal`}, // masked as a literal
 	}
 	m, bad := NewMasker([]string{"s3cr3t", "s3cr3t-longer", "", "  ", "line1\nline2"}, hints, vars)
 	if diff := cmp.Diff([]int{2, 3, 4}, bad); diff != "" {
@@ -30,6 +31,8 @@ func TestMasker(t *testing.T) {
 		{"password pa55!", "password ***!"},
 		{"line2 alone", "*** alone"},
 		{"", ""},
+		{"a plain.literal b", "a *** b"},
+		{"plainXliteral", "plainXliteral"},
 	}
 	for _, tt := range tests {
 		if got := m.Mask(tt.in); got != tt.want {

@@ -157,6 +157,38 @@ func decodeAgent(b []byte) (pipelines.TaskAgent, error) {
 	return a, nil
 }
 
+// decodeAgentUpdate reads PATCH agents/{id}: the fields to change, all
+// optional; a public key, when sent, must be usable.
+func decodeAgentUpdate(b []byte) (pipelines.TaskAgent, error) {
+	var a pipelines.TaskAgent
+	if err := decodeJSON(b, &a); err != nil {
+		return a, err
+	}
+	if a.Name != "" {
+		if err := checkName("agent name", a.Name); err != nil {
+			return a, err
+		}
+	}
+	if len(a.Version) > maxNameLen || len(a.OSDescription) > maxCapLen || len(a.ProvisioningState) > maxNameLen {
+		return a, badRequest("version, osDescription or provisioningState is too long")
+	}
+	if a.Authorization != nil && a.Authorization.PublicKey != nil {
+		if _, err := a.Authorization.PublicKey.RSA(); err != nil {
+			return a, badRequest("authorization.publicKey: %v", err)
+		}
+	}
+	if a.MaxParallelism < 0 {
+		return a, badRequest("maxParallelism is negative")
+	}
+	if err := checkCapabilities("systemCapabilities", a.SystemCapabilities); err != nil {
+		return a, err
+	}
+	if err := checkCapabilities("userCapabilities", a.UserCapabilities); err != nil {
+		return a, err
+	}
+	return a, nil
+}
+
 // decodeSession reads POST sessions.
 func decodeSession(b []byte) (pipelines.TaskAgentSession, error) {
 	var s pipelines.TaskAgentSession

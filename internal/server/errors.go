@@ -18,6 +18,9 @@ const typeKeyNotFound = "VssResourceNotFoundException"
 // (canceling a finished job).
 const typeKeyInvalidOperation = "InvalidOperationException"
 
+// typeKeyInvalidAPIVersion answers a malformed api-version.
+const typeKeyInvalidAPIVersion = "VssInvalidApiVersionException"
+
 // eventID is the eventId Azure puts in its error bodies.
 const eventID = 3000
 

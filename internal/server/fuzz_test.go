@@ -3,6 +3,8 @@ package server
 import (
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -222,6 +224,53 @@ func FuzzParseDemand(f *testing.F) {
 		caps := map[string]string{strings.ToLower(d.Name): d.Value}
 		if !satisfies(caps, []string{s}) {
 			t.Fatalf("demand %q not met by capability %q=%q", s, d.Name, d.Value)
+		}
+	})
+}
+
+func FuzzDecodeAgentUpdate(f *testing.F) {
+	f.Fuzz(func(t *testing.T, b []byte) {
+		a, err := decodeAgentUpdate(b)
+		if err != nil {
+			wantRefusal(t, err)
+			return
+		}
+		if a.Authorization != nil && a.Authorization.PublicKey != nil {
+			if _, err := a.Authorization.PublicKey.RSA(); err != nil {
+				t.Fatalf("accepted an unusable key: %v", err)
+			}
+		}
+		if a.MaxParallelism < 0 {
+			t.Fatalf("accepted maxParallelism %d", a.MaxParallelism)
+		}
+	})
+}
+
+func FuzzParseQueueWatch(f *testing.F) {
+	f.Fuzz(func(t *testing.T, rawQuery string) {
+		q, err := url.ParseQuery(rawQuery)
+		if err != nil {
+			return // net/http hands handlers what parses
+		}
+		w, err := parseQueueWatch(q)
+		if err != nil {
+			wantRefusal(t, err)
+			return
+		}
+		if w.After < 0 || w.Wait < 0 || w.Wait > maxQueueWait {
+			t.Fatalf("accepted %+v", w)
+		}
+	})
+}
+
+func FuzzAPIVersion(f *testing.F) {
+	f.Fuzz(func(t *testing.T, accept, contentType, query string) {
+		r := &http.Request{URL: &url.URL{RawQuery: query}, Header: http.Header{}}
+		r.Header.Set("Accept", accept)
+		r.Header.Set("Content-Type", contentType)
+		v, ok := apiVersion(r)
+		if ok && v != "" && !apiVersionPattern.MatchString(v) {
+			t.Fatalf("accepted api-version %q", v)
 		}
 	})
 }

@@ -163,10 +163,13 @@ func TestDeleteAgentWithJob(t *testing.T) {
 	inst := servertest.Start(t, servertest.WithLongPoll(50*time.Millisecond))
 	inst.CreatePool(t, "default")
 
-	// Delivered and not finished: abandoned.
+	// Started and not finished: abandoned.
 	a := newTestAgent(t, inst, "default", "agent-1").connect(t)
 	j1 := queue(t, inst, jobapi.JobSpec{})
 	job := a.job(t, a.poll(t))
+	if _, err := a.client.RenewJobRequest(ctx, 1, job.RequestID); err != nil {
+		t.Fatal(err)
+	}
 	if err := inst.Admin.DeleteAgent(ctx, 1, a.files.Settings.AgentID); err != nil {
 		t.Fatal(err)
 	}

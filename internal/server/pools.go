@@ -217,10 +217,19 @@ func (s *Server) getAgent(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// replaceAgent takes a new registration for an existing agent: new key
-// (which revokes its listener tokens), user capabilities merged, system
-// capabilities replaced when sent.
+// replaceAgent is PUT agents/{id}: a new registration for an existing
+// agent (new key, which revokes its listener tokens; user capabilities
+// merged, system capabilities replaced when sent).
 func (s *Server) replaceAgent(w http.ResponseWriter, r *http.Request) error {
+	return s.changeAgent(w, r, decodeAgent)
+}
+
+// updateAgent is PATCH agents/{id}: the same, with every field optional.
+func (s *Server) updateAgent(w http.ResponseWriter, r *http.Request) error {
+	return s.changeAgent(w, r, decodeAgentUpdate)
+}
+
+func (s *Server) changeAgent(w http.ResponseWriter, r *http.Request, decode func([]byte) (pipelines.TaskAgent, error)) error {
 	_, old, err := s.agentFromPath(r)
 	if err != nil {
 		return err
@@ -229,7 +238,7 @@ func (s *Server) replaceAgent(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	in, err := decodeAgent(b)
+	in, err := decode(b)
 	if err != nil {
 		return err
 	}
@@ -237,17 +246,19 @@ func (s *Server) replaceAgent(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("the body is agent %d, the path agent %d", in.ID, old.ID)
 	}
 	a := old
-	a.Name, a.Version, a.OSDescription = in.Name, in.Version, in.OSDescription
+	setString(&a.Name, in.Name)
+	setString(&a.Version, in.Version)
+	setString(&a.OSDescription, in.OSDescription)
+	setString(&a.ProvisioningState, in.ProvisioningState)
 	if in.Enabled != nil {
 		a.Enabled = *in.Enabled
 	}
 	if in.MaxParallelism > 0 {
 		a.MaxParallelism = in.MaxParallelism
 	}
-	if in.ProvisioningState != "" {
-		a.ProvisioningState = in.ProvisioningState
+	if in.Authorization != nil && in.Authorization.PublicKey != nil {
+		a.PublicKey = *in.Authorization.PublicKey
 	}
-	a.PublicKey = *in.Authorization.PublicKey
 	if in.SystemCapabilities != nil {
 		a.SystemCapabilities = in.SystemCapabilities
 	}
@@ -265,18 +276,26 @@ func (s *Server) replaceAgent(w http.ResponseWriter, r *http.Request) error {
 	case err != nil:
 		return storeError(err, pipelines.TypeKeyAgentNotFound, "agent "+r.PathValue("agentId"))
 	}
-	if !old.PublicKey.Equal(a.PublicKey) {
+	newKey := !old.PublicKey.Equal(a.PublicKey)
+	if newKey {
 		if err := s.store.DeleteListenerTokens(r.Context(), a.ID); err != nil {
 			return err
 		}
 	}
-	s.log.Info("Replaced an agent's registration", "poolId", a.PoolID, "agentId", a.ID, "newKey", !old.PublicKey.Equal(a.PublicKey))
+	s.polls.wakeAgent(a.ID) // its capabilities or enabled flag may have changed
+	s.log.Info("Changed an agent's registration", "poolId", a.PoolID, "agentId", a.ID, "method", r.Method, "newKey", newKey)
 	wa, err := s.wireAgent(r.Context(), a)
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, wa)
 	return nil
+}
+
+func setString(dst *string, v string) {
+	if v != "" {
+		*dst = v
+	}
 }
 
 func (s *Server) deleteAgent(w http.ResponseWriter, r *http.Request) error {

@@ -150,7 +150,7 @@ func New(cfg Config) (*Server, error) {
 		jobs:       newChangeFeed(0, false),
 		polls:      newIdlePolls(),
 		assertions: newReplayCache(),
-		closing:        make(chan struct{}),
+		closing:    make(chan struct{}),
 	}
 	s.routes()
 	return s, nil
@@ -202,6 +202,9 @@ func (s *Server) routes() {
 	m.Handle("POST "+jobsRoute+"/{id}/cancel", s.admin(s.cancelJob))
 	m.Handle("GET "+queueRoute, s.admin(s.watchQueue))
 	m.Handle("PATCH "+pool+"/agents/{agentId}", s.admin(s.updateAgent))
+	m.Handle("POST "+tokensRoute, s.admin(s.createAdminToken))
+	m.Handle("GET "+tokensRoute, s.admin(s.listAdminTokens))
+	m.Handle("DELETE "+tokensRoute+"/{ref}", s.admin(s.revokeAdminToken))
 
 	// Route discovery: no credential, nothing secret in the answers.
 	m.Handle("OPTIONS /_apis", s.handle(s.listLocations))
@@ -236,7 +239,12 @@ func (s *Server) routes() {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-	s.mux.ServeHTTP(rec, r)
+	if v, ok := apiVersion(r); !ok {
+		writeError(rec, errorf(http.StatusBadRequest, typeKeyInvalidAPIVersion,
+			"api-version %q is not a version such as 7.1 or 7.1-preview.1", truncate(v, 32)))
+	} else {
+		s.mux.ServeHTTP(rec, r)
+	}
 	// The path names objects, never credentials; the query is left out.
 	s.log.V(1).Info("Served a request", "method", r.Method, "path", r.URL.Path, "status", rec.status,
 		"duration", time.Since(start).Round(time.Microsecond).String())

@@ -1,0 +1,53 @@
+package controllers
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// Metrics agentry-manager exports on controller-runtime's registry (served
+// at the manager's metrics endpoint next to controller-runtime's own).
+var (
+	waitingJobsGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "agentry_pool_waiting_jobs",
+		Help: "Job requests waiting for an agent whose demands the pool's agents meet.",
+	}, []string{"namespace", "pool"})
+	agentsGauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "agentry_pool_agents",
+		Help: "The pool's live agents by state: starting, idle or busy.",
+	}, []string{"namespace", "pool", "state"})
+	registrationsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "agentry_agent_registrations_total",
+		Help: "Agents registered with their server.",
+	}, []string{"namespace", "pool"})
+	deregistrationsTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "agentry_agent_deregistrations_total",
+		Help: "Agent registrations removed from their server, by why: finished, scaledDown, orphan, deleted.",
+	}, []string{"namespace", "pool", "reason"})
+	failuresTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "agentry_agent_failures_total",
+		Help: "Agents that failed, by reason (ImagePullFailed, Unschedulable, StartupTimeout, PodFailed, PodDeleted, RegistrationFailed, ...).",
+	}, []string{"namespace", "pool", "reason"})
+	queuedToPodCreated = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "agentry_job_queued_to_pod_created_seconds",
+		Help:    "From a waiting job's queue time to the creation of the agent pod started for it.",
+		Buckets: prometheus.ExponentialBuckets(0.05, 2, 14),
+	}, []string{"namespace", "pool"})
+	queuedToJobStarted = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "agentry_job_queued_to_started_seconds",
+		Help:    "From a job's queue time to the operator seeing one of the pool's agents hold it.",
+		Buckets: prometheus.ExponentialBuckets(0.05, 2, 14),
+	}, []string{"namespace", "pool"})
+)
+
+func init() {
+	metrics.Registry.MustRegister(waitingJobsGauge, agentsGauge, registrationsTotal, deregistrationsTotal,
+		failuresTotal, queuedToPodCreated, queuedToJobStarted)
+}
+
+// forgetPoolMetrics drops a deleted pool's gauges.
+func forgetPoolMetrics(namespace, pool string) {
+	labels := prometheus.Labels{"namespace": namespace, "pool": pool}
+	waitingJobsGauge.DeletePartialMatch(labels)
+	agentsGauge.DeletePartialMatch(labels)
+}

@@ -1,0 +1,507 @@
+// Command bench measures agentry-server under many idle agents: it starts
+// the server as a child process (so its memory is its own), registers and
+// connects -sessions agents that each hold a long-poll open, then queues
+// jobs one at a time (queue→delivery latency on an otherwise idle server)
+// and in a burst (latency under load and jobs/s through in-process agents
+// that run the whole job protocol), and prints a table.
+//
+//	go run ./hack/bench [-sessions 10000] [-jobs 200] [-burst 1000]
+//
+// Everything is on loopback; it raises RLIMIT_NOFILE for both processes.
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"os"
+	"os/exec"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/agentry-dev/agentry/internal/agentcrypto"
+	"github.com/agentry-dev/agentry/internal/jobapi"
+	"github.com/agentry-dev/agentry/internal/pipelines"
+	"github.com/agentry-dev/agentry/internal/server"
+)
+
+const (
+	roleEnv  = "AGENTRY_BENCH_ROLE"
+	tokenEnv = "AGENTRY_BENCH_TOKEN"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	var err error
+	if os.Getenv(roleEnv) == "server" {
+		err = serve(ctx)
+	} else {
+		err = run(ctx)
+	}
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// raiseFileLimit lifts the soft RLIMIT_NOFILE as far as the hard limit
+// allows and fails when that is below need: the server and the agents live
+// in two processes, so each holds about one descriptor per session.
+func raiseFileLimit(need uint64) error {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return err
+	}
+	if l.Cur < l.Max {
+		l.Cur = l.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+			return fmt.Errorf("raising the open-file limit: %w", err)
+		}
+	}
+	if l.Cur < need {
+		return fmt.Errorf("the open-file limit is %d, %d are needed; raise the hard limit (ulimit -Hn)", l.Cur, need)
+	}
+	return nil
+}
+
+// serve is the child: agentry-server on a loopback port it prints, until
+// its stdin closes (the parent ended).
+func serve(ctx context.Context) error {
+	if err := raiseFileLimit(0); err != nil {
+		return err
+	}
+	srv, err := server.New(server.Config{AdminToken: os.Getenv(tokenEnv)})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	fmt.Println(ln.Addr().String())
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		cancel()
+	}()
+	return srv.Run(ctx, ln)
+}
+
+type options struct {
+	sessions, jobs, burst, workers int
+}
+
+type agent struct {
+	id        int
+	name      string
+	poolID    int
+	listener  *pipelines.Client
+	sessionID string
+	wrapped   []byte
+}
+
+type delivery struct {
+	name string
+	at   time.Time
+}
+
+type bench struct {
+	opt      options
+	url      string
+	key      *rsa.PrivateKey
+	hc       *http.Client
+	admin    *pipelines.Client
+	jobs     jobapi.Client
+	poolID   int
+	written  atomic.Int64 // polls whose request was sent
+	delivers chan delivery
+	done     chan string // names of completed jobs
+	errs     atomic.Int64
+	lastErr  atomic.Value
+}
+
+func run(ctx context.Context) error {
+	var o options
+	flag.IntVar(&o.sessions, "sessions", 10000, "idle agents, each holding a long-poll")
+	flag.IntVar(&o.jobs, "jobs", 200, "jobs queued one at a time for the idle-server latency")
+	flag.IntVar(&o.burst, "burst", 1000, "jobs queued at once for latency under load and throughput")
+	flag.IntVar(&o.workers, "workers", 16, "concurrent setup and queue calls")
+	flag.Parse()
+	if o.jobs+o.burst > o.sessions {
+		return fmt.Errorf("-jobs + -burst (%d) must not exceed -sessions (%d): an agent takes one job", o.jobs+o.burst, o.sessions)
+	}
+	if err := raiseFileLimit(uint64(o.sessions) + 512); err != nil {
+		return err
+	}
+
+	tok := make([]byte, 16)
+	_, _ = rand.Read(tok)
+	token := hex.EncodeToString(tok)
+	child := exec.CommandContext(ctx, os.Args[0])
+	child.Env = append(os.Environ(), roleEnv+"=server", tokenEnv+"="+token)
+	child.Stderr = os.Stderr
+	stdin, err := child.StdinPipe()
+	if err != nil {
+		return err
+	}
+	stdout, err := child.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := child.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		stdin.Close()
+		_ = child.Wait()
+	}()
+	addr, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("reading the server's address: %w", err)
+	}
+
+	b := &bench{opt: o, url: "http://" + strings.TrimSpace(addr),
+		delivers: make(chan delivery, o.sessions), done: make(chan string, o.sessions)}
+	b.hc = &http.Client{Timeout: 100 * time.Second, Transport: &http.Transport{
+		MaxIdleConns: o.sessions + 1000, MaxIdleConnsPerHost: o.sessions + 1000, IdleConnTimeout: 5 * time.Minute,
+		DisableCompression: true,
+	}}
+	b.admin = pipelines.NewClient(b.url, pipelines.PersonalAccessToken(token), b.hc)
+	b.jobs = jobapi.Client{Client: b.admin}
+	if b.key, err = agentcrypto.GenerateKey(); err != nil {
+		return err
+	}
+	p, err := b.admin.AddPool(ctx, "bench")
+	if err != nil {
+		return err
+	}
+	b.poolID = p.ID
+
+	start := time.Now()
+	agents, err := b.connectAll(ctx)
+	if err != nil {
+		return err
+	}
+	setup := time.Since(start)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, a := range agents {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b.runAgent(ctx, a)
+		}()
+	}
+	// Every agent has sent its first poll; give the server a moment to park them.
+	for b.written.Load() < int64(len(agents)) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second)
+	rssIdle := rss(child.Process.Pid)
+
+	idleLat, err := b.sequential(ctx)
+	if err != nil {
+		return err
+	}
+	burstLat, elapsed, err := b.burstRun(ctx)
+	if err != nil {
+		return err
+	}
+	rssEnd := rss(child.Process.Pid)
+	cancel()
+	wg.Wait()
+
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "agentry-server benchmark\t\n")
+	fmt.Fprintf(tw, "idle long-poll sessions\t%d\t\n", len(agents))
+	fmt.Fprintf(tw, "setup (register + token + session)\t%s\t\n", setup.Round(time.Millisecond))
+	fmt.Fprintf(tw, "server RSS with all sessions parked\t%.1f MiB\t\n", rssIdle)
+	fmt.Fprintf(tw, "server RSS after the burst\t%.1f MiB\t\n", rssEnd)
+	fmt.Fprintf(tw, "queue→delivery, one at a time (n=%d)\tp50 %s  p99 %s  max %s\t\n", len(idleLat), pct(idleLat, 50), pct(idleLat, 99), pct(idleLat, 100))
+	fmt.Fprintf(tw, "queue→delivery, burst (n=%d)\tp50 %s  p99 %s  max %s\t\n", len(burstLat), pct(burstLat, 50), pct(burstLat, 99), pct(burstLat, 100))
+	fmt.Fprintf(tw, "burst: %d jobs run end to end in\t%s = %.0f jobs/s\t\n", o.burst, elapsed.Round(time.Millisecond), float64(o.burst)/elapsed.Seconds())
+	fmt.Fprintf(tw, "agent-side errors\t%d\t\n", b.errs.Load())
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if e, ok := b.lastErr.Load().(error); ok {
+		fmt.Fprintln(os.Stderr, "last agent error:", e)
+	}
+	return nil
+}
+
+// parallel runs f for 0..n-1 on workers goroutines; the first error wins.
+func parallel(n, workers int, f func(i int) error) error {
+	var next atomic.Int64
+	var first atomic.Value
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || first.Load() != nil {
+					return
+				}
+				if err := f(i); err != nil {
+					first.CompareAndSwap(nil, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err, ok := first.Load().(error); ok {
+		return err
+	}
+	return nil
+}
+
+// connectAll registers the agents (one key for all: key generation is not
+// what is measured), trades an assertion for each one's listener token and
+// opens its session.
+func (b *bench) connectAll(ctx context.Context) ([]*agent, error) {
+	pub := agentcrypto.PublicKeyOf(&b.key.PublicKey)
+	agents := make([]*agent, b.opt.sessions)
+	err := parallel(len(agents), b.opt.workers, func(i int) error {
+		name := "agent-" + strconv.Itoa(i)
+		reg, err := b.admin.AddAgent(ctx, b.poolID, pipelines.TaskAgent{
+			Name: name, Version: "4.255.0", MaxParallelism: 1, ProvisioningState: "Provisioned",
+			Authorization: &pipelines.TaskAgentAuthorization{PublicKey: &pub},
+		})
+		if err != nil {
+			return err
+		}
+		assertion, err := agentcrypto.NewClientAssertion(b.key, reg.Authorization.ClientID, reg.Authorization.AuthorizationURL, time.Now())
+		if err != nil {
+			return err
+		}
+		anon := pipelines.NewClient(b.url, nil, b.hc)
+		lt, err := anon.GetListenerToken(ctx, reg.Authorization.AuthorizationURL, assertion)
+		if err != nil {
+			return err
+		}
+		l := anon.WithAuth(pipelines.BearerToken(lt.AccessToken))
+		s, err := l.CreateSession(ctx, b.poolID, pipelines.TaskAgentSession{OwnerName: "bench",
+			Agent: pipelines.TaskAgentReference{ID: reg.ID, Name: name}})
+		if err != nil {
+			return err
+		}
+		agents[i] = &agent{id: reg.ID, name: name, poolID: b.poolID, listener: l, sessionID: s.SessionID, wrapped: s.EncryptionKey.Value}
+		if (i+1)%1000 == 0 {
+			fmt.Fprintf(os.Stderr, "connected %d agents\n", i+1)
+		}
+		return nil
+	})
+	return agents, err
+}
+
+func (b *bench) fail(err error) {
+	b.errs.Add(1)
+	b.lastErr.Store(err)
+}
+
+// runAgent long-polls until it gets a job, runs the job protocol, closes
+// its session and returns, as an ephemeral agent does.
+func (b *bench) runAgent(ctx context.Context, a *agent) {
+	trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { b.written.Add(1) }}
+	first := true
+	for ctx.Err() == nil {
+		pctx := ctx
+		if first {
+			pctx = httptrace.WithClientTrace(ctx, trace)
+			first = false
+		}
+		m, err := a.listener.GetMessage(pctx, a.poolID, a.sessionID, 0)
+		if err != nil {
+			if ctx.Err() == nil {
+				b.fail(err)
+				time.Sleep(time.Second)
+			}
+			continue
+		}
+		if m == nil || m.MessageType != pipelines.MessageTypeJobRequest {
+			continue
+		}
+		at := time.Now()
+		if err := b.runJob(ctx, a, m, at); err != nil && ctx.Err() == nil {
+			b.fail(err)
+		}
+		return
+	}
+}
+
+func (b *bench) runJob(ctx context.Context, a *agent, m *pipelines.TaskAgentMessage, at time.Time) error {
+	key, err := agentcrypto.UnwrapKey(b.key, a.wrapped, false)
+	if err != nil {
+		return err
+	}
+	ct, err := base64.StdEncoding.DecodeString(m.Body)
+	if err != nil {
+		return err
+	}
+	body, err := agentcrypto.Decrypt(key, m.IV, ct)
+	if err != nil {
+		return err
+	}
+	var job pipelines.AgentJobRequestMessage
+	if err := json.Unmarshal(body, &job); err != nil {
+		return err
+	}
+	b.delivers <- delivery{name: job.JobDisplayName, at: at}
+	if err := a.listener.DeleteMessage(ctx, a.poolID, a.sessionID, m.MessageID); err != nil {
+		return err
+	}
+	if _, err := a.listener.RenewJobRequest(ctx, a.poolID, job.RequestID); err != nil {
+		return err
+	}
+	u, tok, ok := job.JobToken()
+	if !ok {
+		return errors.New("no job token")
+	}
+	jc := pipelines.NewClient(u, pipelines.BearerToken(tok), b.hc)
+	now := time.Now().UTC()
+	inProgress, completed, ok2 := pipelines.StateInProgress, pipelines.StateCompleted, pipelines.ResultSucceeded
+	rec := pipelines.TimelineRecord{ID: job.JobID, Type: "Job", Name: job.JobDisplayName, StartTime: &now, State: &inProgress}
+	if err := jc.UpdateTimelineRecords(ctx, job.Plan, job.Timeline.ID, []pipelines.TimelineRecord{rec}); err != nil {
+		return err
+	}
+	if err := jc.AppendFeed(ctx, job.Plan, job.Timeline.ID, job.JobID, pipelines.TimelineRecordFeedLines{Count: 1, Value: []string{"hello from " + a.name}}); err != nil {
+		return err
+	}
+	l, err := jc.CreateLog(ctx, job.Plan, "logs/job.log")
+	if err != nil {
+		return err
+	}
+	if err := jc.UploadLog(ctx, job.Plan, l.ID, strings.NewReader("hello from "+a.name+"\n")); err != nil {
+		return err
+	}
+	rec.State, rec.Result = &completed, &ok2
+	if err := jc.UpdateTimelineRecords(ctx, job.Plan, job.Timeline.ID, []pipelines.TimelineRecord{rec}); err != nil {
+		return err
+	}
+	if err := jc.RaisePlanEvent(ctx, job.Plan, pipelines.JobEvent{Name: pipelines.JobCompletedEvent, JobID: job.JobID, RequestID: job.RequestID, Result: ok2}); err != nil {
+		return err
+	}
+	b.done <- job.JobDisplayName
+	return a.listener.DeleteSession(ctx, a.poolID, a.sessionID)
+}
+
+// sequential queues jobs one at a time, each after the previous one was
+// delivered, and returns the queue→delivery latencies.
+func (b *bench) sequential(ctx context.Context) ([]time.Duration, error) {
+	var lat []time.Duration
+	for i := range b.opt.jobs {
+		name := "seq-" + strconv.Itoa(i)
+		t0 := time.Now()
+		if _, err := b.jobs.QueueJob(ctx, jobapi.JobSpec{Pool: "bench", Name: name, Steps: []jobapi.Step{{Script: "true"}}}); err != nil {
+			return nil, err
+		}
+		select {
+		case d := <-b.delivers:
+			if d.name != name {
+				return nil, fmt.Errorf("delivered %s while waiting for %s", d.name, name)
+			}
+			lat = append(lat, d.at.Sub(t0))
+		case <-time.After(30 * time.Second):
+			return nil, fmt.Errorf("job %s not delivered in 30 s", name)
+		}
+		select {
+		case <-b.done:
+		case <-time.After(30 * time.Second):
+			return nil, fmt.Errorf("job %s not completed in 30 s", name)
+		}
+	}
+	return lat, nil
+}
+
+// burstRun queues -burst jobs at once and waits until all are completed.
+func (b *bench) burstRun(ctx context.Context) ([]time.Duration, time.Duration, error) {
+	var mu sync.Mutex
+	queued := map[string]time.Time{}
+	start := time.Now()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- parallel(b.opt.burst, b.opt.workers, func(i int) error {
+			name := "burst-" + strconv.Itoa(i)
+			mu.Lock()
+			queued[name] = time.Now()
+			mu.Unlock()
+			_, err := b.jobs.QueueJob(ctx, jobapi.JobSpec{Pool: "bench", Name: name, Steps: []jobapi.Step{{Script: "true"}}})
+			return err
+		})
+	}()
+	var lat []time.Duration
+	completed := 0
+	timeout := time.After(5 * time.Minute)
+	for completed < b.opt.burst {
+		select {
+		case d := <-b.delivers:
+			mu.Lock()
+			lat = append(lat, d.at.Sub(queued[d.name]))
+			mu.Unlock()
+		case <-b.done:
+			completed++
+		case err := <-errc:
+			if err != nil {
+				return nil, 0, err
+			}
+		case <-timeout:
+			return nil, 0, fmt.Errorf("only %d of %d burst jobs completed in 5 minutes", completed, b.opt.burst)
+		}
+	}
+	elapsed := time.Since(start)
+	for len(lat) < b.opt.burst {
+		d := <-b.delivers
+		mu.Lock()
+		lat = append(lat, d.at.Sub(queued[d.name]))
+		mu.Unlock()
+	}
+	return lat, elapsed, nil
+}
+
+func pct(d []time.Duration, p int) string {
+	if len(d) == 0 {
+		return "-"
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := (len(s)*p+99)/100 - 1
+	i = max(0, min(i, len(s)-1))
+	return s[i].Round(10 * time.Microsecond).String()
+}
+
+// rss is the process's resident set in MiB, from /proc.
+func rss(pid int) float64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
