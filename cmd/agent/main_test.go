@@ -152,8 +152,13 @@ func TestBinaryStopsOnSIGTERM(t *testing.T) {
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+	signaled := time.Now()
 	if code := p.wait(t); code != agent.ExitRanJob {
 		t.Fatalf("exit code %d, want %d; stderr:\n%s", code, agent.ExitRanJob, p.stderr.String())
+	}
+	// Kubernetes kills the pod 30 s (its default grace period) after SIGTERM.
+	if took := time.Since(signaled); took >= 30*time.Second {
+		t.Errorf("the agent took %s to leave after SIGTERM, longer than a pod's grace period", took)
 	}
 	if got := f.srv.WaitJob(t, job.ID, testTimeout); got.Result != pipelines.ResultCanceled {
 		t.Errorf("job result %s, want canceled", got.Result)

@@ -167,4 +167,3 @@ func tail(s string, n int) []string {
 	}
 	return lines
 }
-

@@ -19,6 +19,7 @@ import (
 // reported, and Run returns its Outcome.
 func Run(ctx context.Context, cfg Config) (Outcome, error) {
 	cfg = cfg.withDefaults()
+	defer cfg.HTTPClient.CloseIdleConnections()
 	log := cfg.Log
 	if cfg.Dir == "" {
 		return Outcome{}, fmt.Errorf("%w: no agent folder given (--dir or AGENTRY_AGENT_DIR)", ErrConfig)

@@ -29,8 +29,8 @@ type Config struct {
 	// Log receives the agent's own log. It never carries a token, a key or a
 	// secret variable. The zero value discards.
 	Log logr.Logger
-	// HTTPClient is used for every call; nil means pipelines' default
-	// (100 s timeout, longer than any long-poll).
+	// HTTPClient is used for every call; nil means a client of the agent's
+	// own with a 100 s timeout (longer than any long-poll).
 	HTTPClient *http.Client
 	// Clock is faked in tests; nil means the wall clock.
 	Clock Clock
@@ -58,6 +58,10 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Clock == nil {
 		c.Clock = realClock{}
+	}
+	if c.HTTPClient == nil {
+		// Its own connections, which Run closes on the way out.
+		c.HTTPClient = &http.Client{Timeout: 100 * time.Second, Transport: http.DefaultTransport.(*http.Transport).Clone()}
 	}
 	if c.RetryTimeout <= 0 {
 		c.RetryTimeout = 5 * time.Minute

@@ -441,6 +441,7 @@ func (e *env) takeJob(t *testing.T, configure ...func(*Config)) takenJob {
 		f(&cfg)
 	}
 	cfg = cfg.withDefaults()
+	t.Cleanup(cfg.HTTPClient.CloseIdleConnections)
 	key, err := e.files.Key.PrivateKey()
 	if err != nil {
 		t.Fatal(err)

@@ -27,7 +27,9 @@ type Authorizer interface {
 type BearerToken string
 
 // Authorize implements Authorizer.
-func (t BearerToken) Authorize(req *http.Request) { req.Header.Set("Authorization", "Bearer "+string(t)) }
+func (t BearerToken) Authorize(req *http.Request) {
+	req.Header.Set("Authorization", "Bearer "+string(t))
+}
 
 // PersonalAccessToken authorizes with a PAT as HTTP Basic with an empty user,
 // as Azure DevOps expects.
