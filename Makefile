@@ -49,7 +49,8 @@ verify-generated: generate manifests ## Fail if generated files differ from what
 	  echo "generated files are stale: run 'make generate manifests' and commit"; exit 1; fi
 
 .PHONY: vet
-vet: ## Run go vet on every package.
+vet: ## Check formatting (gofmt) and run go vet on every package.
+	@unformatted="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$unformatted" ]; then echo "not gofmt'ed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
 .PHONY: unit
