@@ -303,6 +303,11 @@ func userCapabilities(pool *agentryv1.AgentPool) map[string]string {
 
 func poolMarker(pool *agentryv1.AgentPool) string { return pool.Namespace + "/" + pool.Name }
 
+// agentStates describes the pool's Agents for the scaling math. An Agent
+// whose pod ended still takes room until it is gone: it may still be
+// registered, and maxAgents caps Agent objects, not just pods. Only an
+// Agent kept after it failed to start (deregistered, without pod) counts
+// for nothing.
 func agentStates(agents []agentryv1.Agent) []scaling.AgentState {
 	states := make([]scaling.AgentState, len(agents))
 	for i, a := range agents {
@@ -310,14 +315,22 @@ func agentStates(agents []agentryv1.Agent) []scaling.AgentState {
 			Name:     a.Name,
 			AgentID:  int(a.Status.AgentID),
 			Running:  a.Status.Phase == agentryv1.AgentRunning,
-			Finished: a.Status.Phase.Finished(),
-			Deleting: !a.DeletionTimestamp.IsZero(),
+			Finished: retainedStartFailure(&a),
+			Deleting: !a.DeletionTimestamp.IsZero() || a.Status.Phase.Finished(),
 		}
 		if a.Status.StartTime != nil {
 			states[i].RunningSince = a.Status.StartTime.Time
 		}
 	}
 	return states
+}
+
+// retainedStartFailure reports whether the Agent is one kept after its pod
+// failed to start, deregistered and without pod.
+func retainedStartFailure(a *agentryv1.Agent) bool {
+	c := meta.FindStatusCondition(a.Status.Conditions, agentryv1.AgentStartedCondition)
+	return a.Status.Phase == agentryv1.AgentFailed && c != nil && c.Status == metav1.ConditionFalse &&
+		!meta.IsStatusConditionTrue(a.Status.Conditions, agentryv1.AgentRegisteredCondition)
 }
 
 // startFailures counts the pool's retained Agents that failed to start since

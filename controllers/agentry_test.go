@@ -672,6 +672,38 @@ func TestAgentPoolValidation(t *testing.T) {
 		}
 	})
 
+	// The Azure DevOps sample is accepted as is, and its agent container
+	// puts the Secret's three files into Microsoft's agent's root and runs
+	// one job.
+	t.Run("azure-devops sample", func(t *testing.T) {
+		b, err := os.ReadFile(filepath.Join("..", "config", "samples", "azure-devops", "pool.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p agentryv1.AgentPool
+		if err := yaml.UnmarshalStrict(b, &p); err != nil {
+			t.Fatalf("the sample does not decode: %v", err)
+		}
+		p.Namespace = ns
+		if err := k8s.Create(ctx, &p, client.DryRunAll); err != nil {
+			t.Fatalf("the API server rejects the sample: %v", err)
+		}
+		if !strings.HasPrefix(p.Spec.Server.URL, "https://dev.azure.com/") || p.Spec.Server.AuthType != agentryv1.AuthPersonalAccessToken {
+			t.Errorf("server %+v, want dev.azure.com with a PAT", p.Spec.Server)
+		}
+		var script string
+		for _, c := range p.Spec.Template.Spec.Containers {
+			if c.Name == agentryv1.AgentContainerName {
+				script = strings.Join(append(c.Command, c.Args...), " ")
+			}
+		}
+		for _, want := range []string{".agent .credentials .credentials_rsaparams", `"$AGENTRY_AGENT_DIR/$f"`, "/azp/run.sh --once"} {
+			if !strings.Contains(script, want) {
+				t.Errorf("the agent container's command lacks %q:\n%s", want, script)
+			}
+		}
+	})
+
 	t.Run("sample", func(t *testing.T) {
 		b, err := os.ReadFile(filepath.Join("..", "config", "samples", "agentry_v1alpha1_agentpool.yaml"))
 		if err != nil {

@@ -468,13 +468,18 @@ func (e *env) takeJob(t *testing.T, configure ...func(*Config)) takenJob {
 func TestCancellation(t *testing.T) {
 	tests := []struct {
 		name   string
-		cancel func(e *env, ctxCancel context.CancelFunc, job *jobapi.Job)
+		cancel func(t *testing.T, e *env, ctxCancel context.CancelFunc, job *jobapi.Job)
 	}{
-		{"JobCancellation message", func(e *env, _ context.CancelFunc, job *jobapi.Job) {
+		{"JobCancellation message", func(_ *testing.T, e *env, _ context.CancelFunc, job *jobapi.Job) {
 			body, _ := json.Marshal(pipelines.JobCancelMessage{JobID: job.JobID, Timeout: "00:00:05"})
 			e.store.inject(store.Message{ID: 1 << 40, AgentID: e.files.Settings.AgentID, Type: pipelines.MessageTypeJobCancellation, Body: body})
 		}},
-		{"agent stopping (SIGTERM)", func(_ *env, ctxCancel context.CancelFunc, _ *jobapi.Job) { ctxCancel() }},
+		{"canceled with the server's job API", func(t *testing.T, e *env, _ context.CancelFunc, job *jobapi.Job) {
+			if _, err := e.srv.Jobs.CancelJob(context.Background(), job.ID); err != nil {
+				t.Errorf("canceling job %d: %v", job.ID, err)
+			}
+		}},
+		{"agent stopping (SIGTERM)", func(_ *testing.T, _ *env, ctxCancel context.CancelFunc, _ *jobapi.Job) { ctxCancel() }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -495,7 +500,7 @@ func TestCancellation(t *testing.T) {
 				done <- result{out, err}
 			}()
 			e.store.waitForFeed(t, "started")
-			tt.cancel(e, cancel, job)
+			tt.cancel(t, e, cancel, job)
 			r := <-done
 			if r.err != nil || r.out.Result != pipelines.ResultCanceled {
 				t.Fatalf("Run = %+v, %v; want a canceled job and no error", r.out, r.err)

@@ -110,7 +110,7 @@ func TestProcessLongLineIsSplit(t *testing.T) {
 func TestProcessCancelTermThenKill(t *testing.T) {
 	clock := newFakeClock(false)
 	out := newLines()
-	p := bashProcess(t, `trap 'echo got-term' TERM; echo ready; while :; do sleep 0.2; done`, clock, out, newLines())
+	p := bashProcess(t, `trap 'echo got-term' TERM; echo ready; while :; do sleep 0.2 || true; done`, clock, out, newLines())
 	p.grace = 10 * time.Second
 	ctx, cancel := context.WithCancel(context.Background())
 	type result struct {

@@ -2,6 +2,11 @@ package pipelines
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
 	"os"
 	"path/filepath"
 	"strings"
@@ -106,5 +111,67 @@ func TestParseAgentFilesErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: err = %v, want it to mention %q", c.name, err, c.want)
 		}
+	}
+}
+
+// The Secret's files must be what Microsoft's agent reads from its root
+// folder (AgentSettings, OAuth CredentialData and RSAParametersSerializable
+// in its source), so the same Secret runs Microsoft's agent against Azure
+// DevOps: the documented field names, with JSON types the agent accepts.
+func TestSecretFilesAreInMicrosoftsFormat(t *testing.T) {
+	f := testFiles(t)
+	f.Settings.Ephemeral = true // as the operator registers every agent
+	files, err := f.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	decode := func(name string) map[string]any {
+		t.Helper()
+		var m map[string]any
+		if err := json.Unmarshal(bytes.TrimPrefix(files[name], utf8BOM), &m); err != nil {
+			t.Fatalf("%s is not JSON: %v", name, err)
+		}
+		return m
+	}
+	wantTypes := func(name string, m map[string]any, want map[string]string) {
+		t.Helper()
+		for field, typ := range want {
+			v, ok := m[field]
+			got := fmt.Sprintf("%T", v)
+			if !ok || got != typ {
+				t.Errorf("%s: field %q = %v (%s), want a %s", name, field, v, got, typ)
+			}
+		}
+	}
+	agent := decode(AgentFile)
+	wantTypes(AgentFile, agent, map[string]string{
+		"agentId": "float64", "agentName": "string", "poolId": "float64", "poolName": "string",
+		"serverUrl": "string", "workFolder": "string", "ephemeral": "bool",
+	})
+	creds := decode(CredentialsFile)
+	if creds["scheme"] != "OAuth" {
+		t.Errorf(".credentials scheme = %v, want OAuth", creds["scheme"])
+	}
+	data, _ := creds["data"].(map[string]any)
+	wantTypes(CredentialsFile+" data", data, map[string]string{"clientId": "string", "authorizationUrl": "string"})
+	params := decode(RSAParamsFile)
+	fields := []string{"d", "dp", "dq", "exponent", "inverseQ", "modulus", "p", "q"}
+	if len(params) != len(fields) {
+		t.Errorf("%s has fields %v, want exactly %v", RSAParamsFile, slices.Sorted(maps.Keys(params)), fields)
+	}
+	for _, f := range fields {
+		s, _ := params[f].(string)
+		if _, err := base64.StdEncoding.DecodeString(s); s == "" || err != nil {
+			t.Errorf("%s: %q = %q, want standard base64 (%v)", RSAParamsFile, f, s, err)
+		}
+	}
+	// Microsoft's agent writes and reads the key file itself; one it wrote
+	// (camelCase, BOM, .NET's big-endian byte arrays) reads back as the key.
+	key, err := ParseAgentFiles(files)
+	if err != nil {
+		t.Fatalf("the Secret's files do not parse back: %v", err)
+	}
+	if _, err := key.Key.PrivateKey(); err != nil {
+		t.Errorf("the key file does not give a usable RSA key: %v", err)
 	}
 }

@@ -82,29 +82,58 @@ func (r *recorder) drain(w watch.Interface, f func(any)) {
 }
 
 func TestEndToEnd(t *testing.T) {
-	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
-	progress := os.Stdout
-	s, err := stack.Start(ctx, stack.Options{RepoRoot: repoRoot(t), WorkDir: t.TempDir(), Progress: progress})
+	s, err := stack.Start(ctx, stack.Options{RepoRoot: repoRoot(t), WorkDir: t.TempDir(), Progress: os.Stdout})
 	t.Cleanup(s.Stop)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dump := func() {
-		for _, c := range []string{"agentry-server", "agentry-manager"} {
-			t.Logf("---- %s log (tail) ----\n%s", c, s.Logs(c, 60))
-		}
-	}
-
-	var rec recorder
-	rec.watch(ctx, t, s)
+	e := &env{s: s}
+	e.rec.watch(ctx, t, s)
 
 	// The sample pool, as a user applies it.
 	if err := s.ApplySample(ctx, samplePool); err != nil {
 		t.Fatal(err)
 	}
+	steps := []struct {
+		name string
+		run  func(context.Context, *testing.T, *env)
+	}{
+		{"jobs run and leave nothing behind", threeJobsRunAndLeaveNothingBehind},
+		{"a burst of 30 jobs never exceeds maxAgents", burstNeverExceedsMaxAgents},
+		{"minIdle holds warm agents", minIdleHoldsWarmAgents},
+		{"a pod killed mid-job ends its job and leaves no orphan", podKilledMidJob},
+		{"an invalid pool is rejected with a readable message", invalidPoolRejected},
+	}
+	for _, step := range steps {
+		if !t.Run(step.name, func(t *testing.T) { step.run(ctx, t, e) }) {
+			e.dump(t)
+			break
+		}
+	}
+	cancel()
+	e.checkAdminTokenNowhere(t)
+}
+
+// env is the running stack and what the suite recorded of it.
+type env struct {
+	s   *stack.Stack
+	rec recorder
+}
+
+func (e *env) dump(t *testing.T) {
+	for _, c := range []string{"agentry-server", "agentry-manager"} {
+		t.Logf("---- %s log (tail) ----\n%s", c, e.s.Logs(c, 80))
+	}
+}
+
+func threeJobsRunAndLeaveNothingBehind(ctx context.Context, t *testing.T, e *env) {
+	start := time.Now()
+	s := e.s
+	progress := os.Stdout
+	dump := func() { e.dump(t) }
 
 	// Three jobs: two print a marker, one fails.
 	marker := "agentry-e2e-marker-" + strconv.FormatInt(time.Now().UnixNano(), 36)
@@ -156,7 +185,40 @@ func TestEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = waitUntil(ctx, 2*time.Minute, func() (bool, string) {
+	err = e.nothingLeft(ctx, 2*time.Minute)
+	if err != nil {
+		dump()
+		t.Fatalf("cleanup: %v", err)
+	}
+	for _, j := range jobs {
+		if j.AgentID == 0 {
+			t.Errorf("job %d has no agent id", j.ID)
+			continue
+		}
+		if _, err := s.Admin.GetAgent(ctx, pool.ID, j.AgentID); pipelines.StatusCode(err) != 404 {
+			t.Errorf("agent %d that ran job %d: GetAgent err = %v, want 404", j.AgentID, j.ID, err)
+		}
+	}
+
+	ok := 0
+	for i, j := range jobs {
+		if j.Result == want[i] {
+			ok++
+		}
+	}
+	fmt.Printf("e2e: %d/%d jobs as expected (2 succeeded with marker, 1 failed), 0 Agents/pods/Secrets/registrations left, in %.1fs\n",
+		ok, len(jobs), time.Since(start).Seconds())
+}
+
+// nothingLeft waits until the operator left nothing behind: no Agent, pod
+// or agent Secret in the namespace and no registration on the server.
+func (e *env) nothingLeft(ctx context.Context, timeout time.Duration) error {
+	s := e.s
+	pool, err := s.Admin.GetPoolByName(ctx, "default")
+	if err != nil {
+		return err
+	}
+	return waitUntil(ctx, timeout, func() (bool, string) {
 		agents, err := s.Cluster.Kubectl("get", "agents.agentry.dev", "-n", stack.Namespace, "-o", "name")
 		if err != nil {
 			return false, fmt.Sprintf("kubectl get agents: %v: %s", err, agents)
@@ -183,26 +245,17 @@ func TestEndToEnd(t *testing.T) {
 			strings.Fields(string(agents)), len(pods.Items), leftSecrets, len(registered))
 		return len(strings.TrimSpace(string(agents))) == 0 && len(pods.Items) == 0 && len(leftSecrets) == 0 && len(registered) == 0, left
 	})
-	if err != nil {
-		dump()
-		t.Fatalf("cleanup: %v", err)
-	}
-	for _, j := range jobs {
-		if j.AgentID == 0 {
-			t.Errorf("job %d has no agent id", j.ID)
-			continue
-		}
-		if _, err := s.Admin.GetAgent(ctx, pool.ID, j.AgentID); pipelines.StatusCode(err) != 404 {
-			t.Errorf("agent %d that ran job %d: GetAgent err = %v, want 404", j.AgentID, j.ID, err)
-		}
-	}
+}
 
+// checkAdminTokenNowhere checks the admin token was in no pod spec or env,
+// and in no Secret a pod mounted, over the whole run.
+func (e *env) checkAdminTokenNowhere(t *testing.T) {
+	s, rec := e.s, &e.rec
 	// The admin token was in no pod spec or env, and in no Secret a pod mounted.
-	cancel()
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	if len(rec.names) < len(scripts) {
-		t.Errorf("saw %d agent pods, want at least %d", len(rec.names), len(scripts))
+	if len(rec.names) < 3 {
+		t.Errorf("saw %d agent pods, want at least 3", len(rec.names))
 	}
 	for key, b := range rec.pods {
 		if strings.Contains(string(b), s.AdminToken) {
@@ -230,14 +283,6 @@ func TestEndToEnd(t *testing.T) {
 		t.Error("saw no agent Secret; the token check would be vacuous")
 	}
 
-	ok := 0
-	for i, j := range jobs {
-		if j.Result == want[i] {
-			ok++
-		}
-	}
-	fmt.Printf("e2e: %d/%d jobs as expected (2 succeeded with marker, 1 failed), %d agent pods run and removed, 0 Agents/pods/Secrets/registrations left, admin token in no pod, in %.1fs\n",
-		ok, len(jobs), len(rec.names), time.Since(start).Seconds())
 }
 
 func waitJob(ctx context.Context, s *stack.Stack, id int64, timeout time.Duration) (*jobapi.Job, error) {

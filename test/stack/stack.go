@@ -71,8 +71,26 @@ type Stack struct {
 }
 
 type child struct {
+	name string
 	cmd  *exec.Cmd
 	done chan struct{}
+}
+
+// PID returns the process id of the named component (agentry-server,
+// agentry-manager), or 0 when it is not running.
+func (s *Stack) PID(name string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.procs {
+		if p.name == name {
+			select {
+			case <-p.done:
+			default:
+				return p.cmd.Process.Pid
+			}
+		}
+	}
+	return 0
 }
 
 func (s *Stack) progress(format string, args ...any) {
@@ -197,7 +215,7 @@ func (s *Stack) spawn(name string, env []string, args ...string) (*exec.Cmd, err
 		f.Close()
 		return nil, err
 	}
-	c := &child{cmd: cmd, done: make(chan struct{})}
+	c := &child{name: name, cmd: cmd, done: make(chan struct{})}
 	s.mu.Lock()
 	s.procs = append(s.procs, c)
 	s.mu.Unlock()

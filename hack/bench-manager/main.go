@@ -1,0 +1,322 @@
+// Command bench-manager measures agentry-manager end to end on the local
+// stack (test/stack: real cluster, process-backed node, agentry-server,
+// agentry-manager and agentry-agent binaries): a burst of -jobs jobs on a
+// pool with -max-agents, then the operator's memory with -idle-agents Agent
+// objects (registered agents whose pods cannot be scheduled). It prints a
+// table.
+//
+//	go run ./hack/bench-manager [-jobs 100] [-max-agents 100] [-idle-agents 1000]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	agentryv1 "github.com/agentry-dev/agentry/api/v1alpha1"
+	"github.com/agentry-dev/agentry/controllers"
+	"github.com/agentry-dev/agentry/internal/jobapi"
+	"github.com/agentry-dev/agentry/internal/pipelines"
+	"github.com/agentry-dev/agentry/test/stack"
+)
+
+type config struct {
+	jobs, maxAgents, idleAgents int
+	repoRoot                    string
+}
+
+func main() {
+	var cfg config
+	flag.IntVar(&cfg.jobs, "jobs", 100, "jobs in the burst")
+	flag.IntVar(&cfg.maxAgents, "max-agents", 100, "the burst pool's maxAgents")
+	flag.IntVar(&cfg.idleAgents, "idle-agents", 1000, "Agent objects for the memory measurement (0 skips it)")
+	flag.StringVar(&cfg.repoRoot, "repo", ".", "repository root")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-manager:", err)
+		os.Exit(1)
+	}
+}
+
+// timeline records when each named object was first added and deleted.
+type timeline struct {
+	mu      sync.Mutex
+	added   map[string]time.Time
+	deleted map[string]time.Time
+	live    int
+	peak    int
+}
+
+func follow(w watch.Interface) *timeline {
+	tl := &timeline{added: map[string]time.Time{}, deleted: map[string]time.Time{}}
+	go func() {
+		for ev := range w.ResultChan() {
+			obj, ok := ev.Object.(metav1.Object)
+			if !ok {
+				continue
+			}
+			now := time.Now()
+			tl.mu.Lock()
+			switch ev.Type {
+			case watch.Added:
+				if _, seen := tl.added[obj.GetName()]; !seen {
+					tl.added[obj.GetName()] = now
+					tl.live++
+					tl.peak = max(tl.peak, tl.live)
+				}
+			case watch.Deleted:
+				if _, seen := tl.deleted[obj.GetName()]; !seen {
+					tl.deleted[obj.GetName()] = now
+					tl.live--
+				}
+			}
+			tl.mu.Unlock()
+		}
+	}()
+	return tl
+}
+
+func run(ctx context.Context, cfg config) error {
+	root, err := filepath.Abs(cfg.repoRoot)
+	if err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "agentry-bench-manager-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	s, err := stack.Start(ctx, stack.Options{RepoRoot: root, WorkDir: work, Progress: os.Stderr})
+	defer s.Stop()
+	if err != nil {
+		return err
+	}
+	scheme, err := controllers.NewScheme()
+	if err != nil {
+		return err
+	}
+	kc, err := client.NewWithWatch(s.Cluster.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
+	if err := s.ApplySample(ctx, "agentry_v1alpha1_agentpool.yaml"); err != nil {
+		return err
+	}
+	if out, err := s.Cluster.Kubectl("patch", "agentpools.agentry.dev", "linux", "-n", stack.Namespace, "--type=merge",
+		"-p", fmt.Sprintf(`{"spec":{"maxAgents":%d}}`, cfg.maxAgents)); err != nil {
+		return fmt.Errorf("kubectl patch: %w: %s", err, out)
+	}
+	aw, err := kc.Watch(ctx, &agentryv1.AgentList{}, client.InNamespace(stack.Namespace))
+	if err != nil {
+		return err
+	}
+	defer aw.Stop()
+	pw, err := s.Kube.CoreV1().Pods(stack.Namespace).Watch(ctx, metav1.ListOptions{LabelSelector: agentryv1.AgentLabel})
+	if err != nil {
+		return err
+	}
+	defer pw.Stop()
+	agents, pods := follow(aw), follow(pw)
+
+	fmt.Fprintf(os.Stderr, "queueing %d jobs\n", cfg.jobs)
+	burstStart := time.Now()
+	ids := make([]int64, cfg.jobs)
+	for i := range ids {
+		j, err := s.Jobs.QueueJob(ctx, jobapi.JobSpec{Pool: "default", Name: "bench-" + strconv.Itoa(i), Steps: []jobapi.Step{{Script: "echo bench"}}})
+		if err != nil {
+			return err
+		}
+		ids[i] = j.ID
+	}
+	jobs := make([]*jobapi.Job, len(ids))
+	for i, id := range ids {
+		for {
+			j, err := s.Jobs.GetJob(ctx, id)
+			if err != nil {
+				return err
+			}
+			if j.State == jobapi.StateCompleted {
+				jobs[i] = j
+				break
+			}
+			if err := sleep(ctx, 100*time.Millisecond); err != nil {
+				return err
+			}
+		}
+	}
+	burst := time.Since(burstStart)
+	// Wait for every agent to be deregistered and removed.
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		agents.mu.Lock()
+		done := agents.live == 0 && len(agents.added) > 0
+		agents.mu.Unlock()
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			return errors.New("agents were not all removed within 2 minutes")
+		}
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+
+	var toPod, toRemoved []time.Duration
+	succeeded := 0
+	agents.mu.Lock()
+	pods.mu.Lock()
+	for _, j := range jobs {
+		if j.Result == pipelines.ResultSucceeded {
+			succeeded++
+		}
+		if at, ok := pods.added[j.AgentName]; ok && j.QueueTime != nil {
+			toPod = append(toPod, max(at.Sub(*j.QueueTime), 0))
+		}
+		if at, ok := agents.deleted[j.AgentName]; ok && j.FinishTime != nil {
+			toRemoved = append(toRemoved, max(at.Sub(*j.FinishTime), 0))
+		}
+	}
+	started, peak := len(agents.added), agents.peak
+	agents.mu.Unlock()
+	pods.mu.Unlock()
+
+	rows := [][2]string{
+		{"jobs (succeeded)", fmt.Sprintf("%d (%d)", cfg.jobs, succeeded)},
+		{"pool maxAgents", strconv.Itoa(cfg.maxAgents)},
+		{"burst wall time (queue first → last finished)", burst.Round(10 * time.Millisecond).String()},
+		{"queued → pod created p50 / p99", pct(toPod, 50) + " / " + pct(toPod, 99)},
+		{"job finished → agent deregistered & removed p50 / p99", pct(toRemoved, 50) + " / " + pct(toRemoved, 99)},
+		{"agents started − jobs", strconv.Itoa(started - cfg.jobs)},
+		{"peak live Agents", strconv.Itoa(peak)},
+		{"manager RSS after the burst", rss(s.PID("agentry-manager"))},
+	}
+
+	if cfg.idleAgents > 0 {
+		row, err := idleAgentsRSS(ctx, s, kc, cfg.idleAgents)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, row...)
+	}
+
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "agentry-manager benchmark\t")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])
+	}
+	return tw.Flush()
+}
+
+// idleAgentsRSS starts a second pool whose pods no node can take, with n
+// warm agents: n Agents, each registered with a Secret and a pending pod,
+// and reads the manager's memory once they are all registered.
+func idleAgentsRSS(ctx context.Context, s *stack.Stack, kc client.WithWatch, n int) ([][2]string, error) {
+	if out, err := s.ServerCLI(ctx, "pool", "create", "rss"); err != nil {
+		return nil, fmt.Errorf("pool create: %w: %s", err, out)
+	}
+	manifest := fmt.Sprintf(`apiVersion: agentry.dev/v1alpha1
+kind: AgentPool
+metadata: {name: rss, namespace: %s}
+spec:
+  server: {url: %s, poolName: rss, credentialsSecretRef: {name: %s}}
+  minIdle: %d
+  maxAgents: %d
+  startupTimeout: 1h
+  template:
+    spec:
+      nodeSelector: {agentry.dev/bench: nowhere}
+      containers: [{name: agent, image: ghcr.io/agentry-dev/agentry-agent:v0.1.0}]
+`, stack.Namespace, s.ServerURL, stack.AdminSecret, n, n)
+	path := filepath.Join(os.TempDir(), fmt.Sprintf("agentry-bench-rss-%d.yaml", os.Getpid()))
+	if err := os.WriteFile(path, []byte(manifest), 0o644); err != nil {
+		return nil, err
+	}
+	defer os.Remove(path)
+	if out, err := s.Cluster.Kubectl("apply", "-f", path); err != nil {
+		return nil, fmt.Errorf("kubectl apply: %w: %s", err, out)
+	}
+	fmt.Fprintf(os.Stderr, "starting %d idle agents for the memory measurement\n", n)
+	start := time.Now()
+	for {
+		var list agentryv1.AgentList
+		if err := kc.List(ctx, &list, client.InNamespace(stack.Namespace), client.MatchingLabels{agentryv1.PoolLabel: "rss"}); err != nil {
+			return nil, err
+		}
+		registered := 0
+		for _, a := range list.Items {
+			if a.Status.AgentID != 0 && a.Status.PodName != "" {
+				registered++
+			}
+		}
+		if registered >= n {
+			break
+		}
+		if time.Since(start) > 15*time.Minute {
+			return nil, fmt.Errorf("only %d of %d agents registered after 15 minutes", registered, n)
+		}
+		if err := sleep(ctx, time.Second); err != nil {
+			return nil, err
+		}
+	}
+	took := time.Since(start)
+	pid := s.PID("agentry-manager")
+	return [][2]string{
+		{fmt.Sprintf("%d Agents registered with Secrets and pods in", n), took.Round(time.Second).String()},
+		{fmt.Sprintf("manager RSS with %d Agents (peak)", n), rss(pid) + " (" + hwm(pid) + ")"},
+	}, nil
+}
+
+func pct(d []time.Duration, p int) string {
+	if len(d) == 0 {
+		return "n/a"
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := int(math.Ceil(float64(p)/100*float64(len(s)))) - 1
+	return s[max(i, 0)].Round(time.Millisecond).String()
+}
+
+func procStatus(pid int, field string) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return "n/a"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, _ := strconv.Atoi(strings.Fields(v)[0])
+			return fmt.Sprintf("%.1f MiB", float64(kb)/1024)
+		}
+	}
+	return "n/a"
+}
+
+func rss(pid int) string { return procStatus(pid, "VmRSS") }
+func hwm(pid int) string { return procStatus(pid, "VmHWM") }
+
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
