@@ -72,8 +72,11 @@ func jobMessage(j store.Job, baseURL, token string) pipelines.AgentJobRequestMes
 	} {
 		vars[k] = ro(v)
 	}
-	// The job's time-out is enforced here (Sweep cancels the job); each step
-	// gets it too, so an agent stops a step that alone outlives the job.
+	// The job's time-out is enforced twice: here (Sweep cancels the job) and
+	// by the agent, which reads system.jobTimeout and stops the running step.
+	if j.Spec.TimeoutInMinutes > 0 {
+		vars["system.jobTimeout"] = ro(strconv.Itoa(j.Spec.TimeoutInMinutes))
+	}
 
 	enabled := true
 	steps := make([]pipelines.JobStep, 0, len(j.Spec.Steps))
@@ -90,7 +93,6 @@ func jobMessage(j store.Job, baseURL, token string) pipelines.AgentJobRequestMes
 		steps = append(steps, pipelines.JobStep{
 			Type: "task", ID: uuid.NewString(), Name: fmt.Sprintf("%s%d", ref.Name, i+1), DisplayName: name,
 			Condition: "succeeded()", Enabled: &enabled, Inputs: inputs, Reference: ref,
-			TimeoutInMinutes: j.Spec.TimeoutInMinutes,
 		})
 	}
 

@@ -191,9 +191,12 @@ func TestJobTimeout(t *testing.T) {
 	inst, clock := start(t)
 	a := newTestAgent(t, inst, "default", "agent-1").connect(t)
 	j, job := startedJob(t, inst, a, jobapi.JobSpec{TimeoutInMinutes: 2})
+	if v := job.Variables["system.jobTimeout"]; v.Value != "2" {
+		t.Errorf("system.jobTimeout = %q, want the job's 2 minutes, so the agent enforces it too", v.Value)
+	}
 	for _, st := range job.Steps {
-		if st.TimeoutInMinutes != 2 {
-			t.Errorf("step %s timeoutInMinutes = %d, want the job's 2", st.Name, st.TimeoutInMinutes)
+		if st.TimeoutInMinutes != 0 {
+			t.Errorf("step %s timeoutInMinutes = %d, want none: a step's own budget is not the job's", st.Name, st.TimeoutInMinutes)
 		}
 	}
 	clock.Advance(time.Minute)
