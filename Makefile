@@ -71,8 +71,9 @@ demo: tools ## Run agentry locally: cluster, server, operator, sample pool, thre
 	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) run ./hack/demo
 
 .PHONY: bench
-bench: ## Benchmark agentry-server: 10,000 idle long-poll sessions, queue→delivery latency, jobs/s, server RSS.
+bench: ## Run the benchmarks: server (10,000 idle sessions, queue→delivery, jobs/s, RSS) and agent (start→session, RSS, log MB/s).
 	$(GO) run ./hack/bench $(BENCH_FLAGS)
+	$(GO) run ./hack/bench-agent $(BENCH_AGENT_FLAGS)
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 10s).
