@@ -66,6 +66,10 @@ test: tools verify-generated vet build ## Everything CI runs: tools, generated-f
 	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) test $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v /test/e2e)
 	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) test $(GOTEST_FLAGS) -v ./test/e2e/...
 
+.PHONY: bench-manager
+bench-manager: tools ## Benchmark agentry-manager on the local stack: burst of 100 jobs (latencies, agents started − jobs), RSS with 1,000 Agents.
+	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) run ./hack/bench-manager $(BENCH_MANAGER_FLAGS)
+
 .PHONY: demo
 demo: tools ## Run agentry locally: cluster, server, operator, sample pool, three sample jobs; then tear down.
 	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) run ./hack/demo

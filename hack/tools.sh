@@ -38,7 +38,7 @@ build_k8s() {
   local bins=(kube-apiserver kubectl kube-scheduler kube-controller-manager) missing=()
   for b in "${bins[@]}"; do [[ -x "$K8S_DIR/$b" ]] || missing+=("$b"); done
   [[ ${#missing[@]} -eq 0 ]] && return 0
-  log "building ${missing[*]} v$K8S_VERSION (about 20 minutes on 2 cores when nothing is cached)"
+  log "building ${missing[*]} v$K8S_VERSION (about 6 minutes on 2 cores when nothing is cached)"
   local work="$TOOLS_DIR/.build/k8s-v$K8S_VERSION"
   scratch_module "$work" k8s
   (

@@ -105,6 +105,7 @@ func TestEndToEnd(t *testing.T) {
 		{"a burst of 30 jobs never exceeds maxAgents", burstNeverExceedsMaxAgents},
 		{"minIdle holds warm agents", minIdleHoldsWarmAgents},
 		{"a pod killed mid-job ends its job and leaves no orphan", podKilledMidJob},
+		{"the operator killed mid-burst leaves no duplicate and no orphan", operatorKilledMidBurst},
 		{"an invalid pool is rejected with a readable message", invalidPoolRejected},
 	}
 	for _, step := range steps {

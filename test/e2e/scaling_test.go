@@ -277,3 +277,44 @@ spec:
 		}
 	}
 }
+
+// The operator is killed (SIGKILL) in the middle of a burst, while agents
+// are being registered, and a new one takes over: every job runs, exactly
+// one agent per job is started, and no registration, Agent, Secret or pod
+// is left behind.
+func operatorKilledMidBurst(ctx context.Context, t *testing.T, e *env) {
+	const jobs = 20
+	cs := watchCensus(ctx, t, e.s)
+	ids := queue(ctx, t, e.s, jobs, "echo restart")
+	err := waitUntil(ctx, time.Minute, func() (bool, string) {
+		_, _, agents, _ := cs.snapshot()
+		return agents >= 3, fmt.Sprintf("%d agents", agents)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.s.RestartManager(ctx); err != nil {
+		t.Fatalf("restarting agentry-manager: %v", err)
+	}
+	seen := map[string]bool{}
+	for _, id := range ids {
+		j, err := waitJob(ctx, e.s, id, 2*time.Minute)
+		if err != nil {
+			t.Fatalf("job %d: %v", id, err)
+		}
+		if j.Result != pipelines.ResultSucceeded {
+			t.Errorf("job %d: result %q, want succeeded", id, j.Result)
+		}
+		if seen[j.AgentName] {
+			t.Errorf("agent %s ran two jobs", j.AgentName)
+		}
+		seen[j.AgentName] = true
+	}
+	if err := e.nothingLeft(ctx, time.Minute); err != nil {
+		t.Fatalf("after the restart: %v", err)
+	}
+	cs.stop()
+	if _, _, agents, _ := cs.snapshot(); agents != jobs {
+		t.Errorf("%d Agents were started for %d jobs across the restart, want exactly %d", agents, jobs, jobs)
+	}
+}

@@ -198,7 +198,8 @@ func (s *Stack) logFile(name string) (*os.File, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	return os.Create(filepath.Join(dir, name+".log"))
+	// Appending keeps a restarted component's earlier log.
+	return os.OpenFile(filepath.Join(dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 }
 
 // spawn starts a long-running child process whose output goes to a log file.
@@ -267,6 +268,28 @@ func (s *Stack) startManager(ctx context.Context) error {
 		}
 		return nil
 	})
+}
+
+// RestartManager kills agentry-manager without warning (SIGKILL, as a crash
+// or an OOM kill would) and starts a new one, waiting until it is ready.
+func (s *Stack) RestartManager(ctx context.Context) error {
+	s.mu.Lock()
+	var old *child
+	kept := s.procs[:0]
+	for _, p := range s.procs {
+		if p.name == "agentry-manager" {
+			old = p
+			continue
+		}
+		kept = append(kept, p)
+	}
+	s.procs = kept
+	s.mu.Unlock()
+	if old != nil {
+		_ = syscall.Kill(-old.cmd.Process.Pid, syscall.SIGKILL)
+		<-old.done
+	}
+	return s.startManager(ctx)
 }
 
 // ServerCLI runs the real agentry-server client CLI against the stack's server.
