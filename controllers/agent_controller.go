@@ -71,9 +71,10 @@ func (r *AgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&agentryv1.Agent{}).
 		Owns(&corev1.Pod{}).
 		Named("agent").
-		// Registration makes an RSA key, which takes a while; a burst of
-		// agents should not wait for each other.
-		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
+		// Registration makes an RSA key and a few server and API calls; a
+		// burst of agents should not wait for each other, and an agent that
+		// finished should not wait behind a burst of registrations.
+		WithOptions(controller.Options{MaxConcurrentReconciles: 16}).
 		Complete(r)
 }
 

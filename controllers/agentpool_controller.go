@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -69,7 +70,9 @@ func (r *AgentPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
 		// Status writes need no reconcile; the queue is watched or polled.
 		For(&agentryv1.AgentPool{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Owns(&agentryv1.Agent{}).
+		// Only what changes the count wakes the pool: an Agent's creation,
+		// deletion, phase or registration, not each condition it records.
+		Owns(&agentryv1.Agent{}, builder.WithPredicates(agentCountChanged)).
 		Owns(&policyv1.PodDisruptionBudget{}).
 		Named("agentpool")
 	if r.Watches != nil {
@@ -79,6 +82,22 @@ func (r *AgentPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		b = b.WatchesRawSource(source.Channel(r.Watches.events, &handler.EnqueueRequestForObject{}))
 	}
 	return b.Complete(r)
+}
+
+// agentCountChanged passes Agent updates that can change how the pool counts
+// its agents.
+var agentCountChanged = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		before, ok1 := e.ObjectOld.(*agentryv1.Agent)
+		after, ok2 := e.ObjectNew.(*agentryv1.Agent)
+		if !ok1 || !ok2 {
+			return true
+		}
+		return before.Status.Phase != after.Status.Phase || before.Status.AgentID != after.Status.AgentID ||
+			before.DeletionTimestamp.IsZero() != after.DeletionTimestamp.IsZero() ||
+			meta.IsStatusConditionTrue(before.Status.Conditions, agentryv1.AgentRegisteredCondition) !=
+				meta.IsStatusConditionTrue(after.Status.Conditions, agentryv1.AgentRegisteredCondition)
+	},
 }
 
 func (r *AgentPoolReconciler) now() time.Time {
@@ -223,6 +242,8 @@ func (r *AgentPoolReconciler) reconcileAgents(ctx context.Context, pool *agentry
 			start, next = 0, min(next, wait)
 		}
 	}
+	log.V(1).Info("Observed the queue", "watching", watching, "requests", len(requests), "waitingJobs", tally.Waiting,
+		"available", tally.Available(), "total", tally.Total, "start", start)
 	if start > 0 {
 		log.Info("Starting agents", "count", start, "waitingJobs", tally.Waiting, "available", tally.Available(), "total", tally.Total)
 	}

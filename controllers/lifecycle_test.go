@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	agentryv1 "github.com/agentry-dev/agentry/api/v1alpha1"
 	"github.com/agentry-dev/agentry/internal/agentcrypto"
@@ -35,9 +37,12 @@ func setPodStatus(t *testing.T, a *agentryv1.Agent, mutate func(*corev1.PodStatu
 	}
 }
 
+// running reports the pod running and ready, as the kubelet does for a
+// container without a readiness probe.
 func running(s *corev1.PodStatus) {
 	s.Phase = corev1.PodRunning
 	s.StartTime = ptr.To(metav1.Now())
+	s.Conditions = append(s.Conditions, corev1.PodCondition{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()})
 }
 
 // connectAgent plays the agent process of a: it connects with the files
@@ -266,13 +271,23 @@ func TestBusyAgentPodIsProtectedFromEviction(t *testing.T) {
 	if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 0 {
 		t.Errorf("maxUnavailable = %v, want 0", pdb.Spec.MaxUnavailable)
 	}
+	// Play kube-controller-manager's disruption controller, which envtest
+	// lacks: the budget covers the one busy pod and allows no disruption.
+	// (Without a status the API server refuses every covered eviction too,
+	// but asks the client to retry in 10s.)
+	pdb.Status = policyv1.PodDisruptionBudgetStatus{
+		ObservedGeneration: pdb.Generation, DisruptionsAllowed: 0, CurrentHealthy: 1, DesiredHealthy: 1, ExpectedPods: 1,
+	}
+	if err := k8s.Status().Update(ctx, &pdb); err != nil {
+		t.Fatalf("setting the budget's status: %v", err)
+	}
 
 	evict := func(name string) error {
 		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
 		return k8s.SubResource("eviction").Create(ctx, p, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}})
 	}
-	if err := evict(busy.Name); !apierrors.IsTooManyRequests(err) {
-		t.Errorf("evicting the busy agent's pod: %v, want 429 Too Many Requests", err)
+	if err := evict(busy.Name); !apierrors.IsTooManyRequests(err) || !strings.Contains(err.Error(), "disruption budget") {
+		t.Errorf("evicting the busy agent's pod: %v, want 429 Too Many Requests for its disruption budget", err)
 	}
 	if err := evict(idle.Name); err != nil {
 		t.Errorf("evicting the idle agent's pod: %v, want it allowed", err)
@@ -368,6 +383,48 @@ func TestOnlyJobsThePoolMeetsStartAgents(t *testing.T) {
 	holds(t, time.Second, "one agent for the one job the pool meets", func() error {
 		if n := len(listAgents(t, ns)); n != 1 {
 			return fmt.Errorf("%d agents", n)
+		}
+		return nil
+	})
+}
+
+// The operator's metrics are on controller-runtime's registry, labelled by
+// pool: what an on-call dashboard reads.
+func TestMetricsDescribeThePool(t *testing.T) {
+	ns := newNamespace(t)
+	srv := startServer(t)
+	srv.queueJobs(t, 2)
+	newPool(t, ns, srv, func(p *agentryv1.AgentPool) { p.Spec.MaxAgents = ptr.To[int32](1) })
+	waitForStartedAgents(t, ns, 1)
+	waitFor(t, 10*time.Second, "the pool's metrics", func() error {
+		families, err := metrics.Registry.Gather()
+		if err != nil {
+			return err
+		}
+		got := map[string]float64{}
+		for _, f := range families {
+			for _, m := range f.GetMetric() {
+				labels := map[string]string{}
+				for _, l := range m.GetLabel() {
+					labels[l.GetName()] = l.GetValue()
+				}
+				if labels["namespace"] != ns {
+					continue
+				}
+				key := f.GetName() + "{" + labels["state"] + "}"
+				got[key] += m.GetGauge().GetValue() + m.GetCounter().GetValue() + float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+		want := map[string]float64{
+			"agentry_pool_waiting_jobs{}":                 2,
+			"agentry_pool_agents{starting}":               1,
+			"agentry_agent_registrations_total{}":         1,
+			"agentry_job_queued_to_pod_created_seconds{}": 1,
+		}
+		for k, v := range want {
+			if got[k] != v {
+				return fmt.Errorf("%s = %v, want %v (all: %v)", k, got[k], v, got)
+			}
 		}
 		return nil
 	})

@@ -84,4 +84,3 @@ func TestQueueWatchWakesThePoolAndFallsBackOn404(t *testing.T) {
 		t.Fatalf("after a transient error: current %v, unsupported %v; want false, false", current, unsupported)
 	}
 }
-

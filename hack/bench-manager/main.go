@@ -39,6 +39,7 @@ import (
 type config struct {
 	jobs, maxAgents, idleAgents int
 	repoRoot                    string
+	keep                        bool
 }
 
 func main() {
@@ -47,6 +48,7 @@ func main() {
 	flag.IntVar(&cfg.maxAgents, "max-agents", 100, "the burst pool's maxAgents")
 	flag.IntVar(&cfg.idleAgents, "idle-agents", 1000, "Agent objects for the memory measurement (0 skips it)")
 	flag.StringVar(&cfg.repoRoot, "repo", ".", "repository root")
+	flag.BoolVar(&cfg.keep, "keep", false, "keep the stack's work folder (logs) and print where it is")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -103,7 +105,11 @@ func run(ctx context.Context, cfg config) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
+	if cfg.keep {
+		fmt.Fprintln(os.Stderr, "logs in", filepath.Join(work, "logs"))
+	} else {
+		defer os.RemoveAll(work)
+	}
 	s, err := stack.Start(ctx, stack.Options{RepoRoot: root, WorkDir: work, Progress: os.Stderr})
 	defer s.Stop()
 	if err != nil {
@@ -180,6 +186,9 @@ func run(ctx context.Context, cfg config) error {
 		}
 	}
 
+	// Per job: from its queue time to the creation of the pod that ran it
+	// (any idle agent takes any job, so this is what a job waited for a
+	// pod), and from its finish to its agent's removal.
 	var toPod, toRemoved []time.Duration
 	succeeded := 0
 	agents.mu.Lock()

@@ -121,20 +121,28 @@ func (c Capabilities) Satisfy(demands []string) bool {
 	return true
 }
 
-// parseVersion reads a dotted version of up to four numeric parts, as .NET's
-// Version does ("2.182.1", "3.240.0.0").
+// parseVersion reads a version as Azure (.NET's Version) does: the text
+// before the first '-', 2 to 4 non-negative numbers separated by dots; a
+// missing part is -1, so 3.240 sorts before 3.240.0.
 func parseVersion(s string) ([]int, bool) {
-	parts := strings.Split(strings.TrimSpace(s), ".")
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '-'); i > 0 {
+		s = s[:i]
+	}
+	parts := strings.Split(s, ".")
 	if len(parts) < 2 || len(parts) > 4 {
 		return nil, false
 	}
-	v := make([]int, 4)
+	v := []int{-1, -1, -1, -1}
 	for i, p := range parts {
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 0 {
+		if p == "" || strings.TrimLeft(p, "0123456789") != "" {
 			return nil, false
 		}
-		v[i] = n
+		n, err := strconv.ParseInt(p, 10, 32)
+		if err != nil {
+			return nil, false
+		}
+		v[i] = int(n)
 	}
 	return v, true
 }

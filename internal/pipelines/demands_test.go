@@ -56,6 +56,9 @@ func TestCapabilitiesSatisfy(t *testing.T) {
 		{name: "version equal counts", demands: []string{"Agent.Version -gtVersion 3.240"}, want: true},
 		{name: "version too low", demands: []string{"Agent.Version -gtVersion 3.241.0"}, want: false},
 		{name: "version compares numerically", demands: []string{"Agent.Version -gtVersion 3.99.0"}, want: true},
+		{name: "a missing part sorts first, as .NET's Version", demands: []string{"Agent.Version -gtVersion 3.240.0.0"}, want: false},
+		{name: "a pre-release suffix is ignored", demands: []string{"Agent.Version -gtVersion 3.240.0-beta"}, want: true},
+		{name: "signs are not digits", demands: []string{"Agent.Version -gtVersion +3.240"}, want: false},
 		{name: "all must hold", demands: []string{"docker", "java"}, want: false},
 		{name: "unparsable demand is never met", demands: []string{"docker -like d*"}, want: false},
 	}
