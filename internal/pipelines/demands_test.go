@@ -23,6 +23,13 @@ func TestParseDemand(t *testing.T) {
 		{in: "a -like b*", wantErr: true},
 		{in: "a b c", wantErr: true},
 		{in: "Agent.Version -gtVersion latest", wantErr: true},
+		{in: "label -equals two  words", want: Demand{Name: "label", Op: DemandEquals, Value: "two  words"}},
+		{in: "a-equals -equals x", want: Demand{Name: "a-equals", Op: DemandEquals, Value: "x"}},
+		{in: "node -gtversion 18.0-beta", want: Demand{Name: "node", Op: DemandMinimumVersion, Value: "18.0-beta"}},
+		{in: "Agent.Version -gtVersion 2", wantErr: true},         // one number is not a version
+		{in: "Agent.Version -gtVersion 1.2.3.4.5", wantErr: true}, // at most four numbers
+		{in: "Agent.Version -ltVersion 3.0", wantErr: true},       // Azure has no -ltVersion
+		{in: "docker -notExists x", wantErr: true},                // nor -notExists
 	}
 	for _, tt := range tests {
 		got, err := ParseDemand(tt.in)
@@ -39,7 +46,7 @@ func TestParseDemand(t *testing.T) {
 func TestCapabilitiesSatisfy(t *testing.T) {
 	caps := NewCapabilities(
 		map[string]string{"Agent.OS": "Linux", "Agent.Version": "3.240.0", "team": "system"},
-		map[string]string{"team": "ci", "docker": ""},
+		map[string]string{"team": "ci", "docker": "", "node": "v20", "jdk": "17.0.2-tem"},
 	)
 	tests := []struct {
 		name    string
@@ -61,6 +68,8 @@ func TestCapabilitiesSatisfy(t *testing.T) {
 		{name: "signs are not digits", demands: []string{"Agent.Version -gtVersion +3.240"}, want: false},
 		{name: "all must hold", demands: []string{"docker", "java"}, want: false},
 		{name: "unparsable demand is never met", demands: []string{"docker -like d*"}, want: false},
+		{name: "a value that is not a version never meets -gtVersion", demands: []string{"node -gtVersion 18.0"}, want: false},
+		{name: "a vendor suffix on the capability is ignored", demands: []string{"jdk -gtVersion 17.0"}, want: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -333,7 +333,7 @@ func decodeJobSpec(b []byte) (jobapi.JobSpec, error) {
 		return s, badRequest("a job has at most %d demands", maxDemands)
 	}
 	for _, d := range s.Demands {
-		if _, err := parseDemand(d); err != nil {
+		if _, err := pipelines.ParseDemand(d); err != nil {
 			return s, badRequest("%v", err)
 		}
 	}

@@ -18,9 +18,9 @@ import (
 type poll struct {
 	agentID int
 	poolID  int
-	// caps are the agent's capabilities (see capabilities) and idle whether
+	// caps are the agent's capabilities (see pipelines.NewCapabilities) and idle whether
 	// it may take a job, as read when the poll last looked at the store.
-	caps    map[string]string
+	caps    pipelines.Capabilities
 	idle    bool
 	baseURL string
 	wake    chan struct{} // capacity 1: a wake is never lost, never blocks
@@ -54,7 +54,7 @@ func newIdlePolls() *idlePolls {
 func (ip *idlePolls) add(p *poll, a store.Agent) {
 	ip.mu.Lock()
 	defer ip.mu.Unlock()
-	p.caps = capabilities(a.SystemCapabilities, a.UserCapabilities)
+	p.caps = pipelines.NewCapabilities(a.SystemCapabilities, a.UserCapabilities)
 	p.idle = a.RequestID == 0 && a.Enabled
 	if ip.agents[p.agentID] == nil {
 		ip.agents[p.agentID] = map[*poll]struct{}{}
@@ -128,7 +128,7 @@ func (ip *idlePolls) take(poolID int, demands []string, n int) []*poll {
 	for e := l.Front(); e != nil && len(out) < n; {
 		p := e.Value.(*poll)
 		e = e.Next()
-		if seen[p.agentID] || !satisfies(p.caps, demands) {
+		if seen[p.agentID] || !p.caps.Satisfy(demands) {
 			continue
 		}
 		seen[p.agentID] = true

@@ -211,22 +211,6 @@ func FuzzParseAuthorization(f *testing.F) {
 	})
 }
 
-func FuzzParseDemand(f *testing.F) {
-	f.Fuzz(func(t *testing.T, s string) {
-		d, err := parseDemand(s)
-		if err != nil {
-			return
-		}
-		again, err := parseDemand(d.String())
-		if err != nil || again != d {
-			t.Fatalf("demand %q → %+v → %q → %+v, %v", s, d, d.String(), again, err)
-		}
-		caps := map[string]string{strings.ToLower(d.Name): d.Value}
-		if !satisfies(caps, []string{s}) {
-			t.Fatalf("demand %q not met by capability %q=%q", s, d.Name, d.Value)
-		}
-	})
-}
 
 func FuzzDecodeAgentUpdate(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {

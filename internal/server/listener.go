@@ -188,9 +188,9 @@ func (s *Server) assignJob(ctx context.Context, a store.Agent, baseURL string) (
 	if err != nil {
 		return false, err
 	}
-	caps := capabilities(a.SystemCapabilities, a.UserCapabilities)
+	caps := pipelines.NewCapabilities(a.SystemCapabilities, a.UserCapabilities)
 	for _, j := range queued {
-		if !satisfies(caps, j.Spec.Demands) {
+		if !caps.Satisfy(j.Spec.Demands) {
 			continue
 		}
 		ok, err := s.assignTo(ctx, a.ID, j, baseURL)
