@@ -54,6 +54,8 @@ type AgentReconciler struct {
 	APIReader client.Reader
 	Recorder  events.EventRecorder
 	Connect   Connector
+	// Keys hands out agent keys; nil makes each one on demand.
+	Keys KeySource
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 }
@@ -286,7 +288,11 @@ func (r *AgentReconciler) register(ctx context.Context, agent *agentryv1.Agent, 
 		poolID = p.ID
 	}
 
-	key, err := agentcrypto.GenerateKey()
+	keys := r.Keys
+	if keys == nil {
+		keys = freshKeys{}
+	}
+	key, err := keys.Key(ctx)
 	if err != nil {
 		return ctrl.Result{}, err
 	}

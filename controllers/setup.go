@@ -72,6 +72,9 @@ type Options struct {
 	// DisableQueueWatch polls every server's job queue instead of watching
 	// agentry-server's.
 	DisableQueueWatch bool
+	// KeyPoolSize is how many agent keys are made ahead of a burst; 0 means
+	// DefaultKeyPoolSize, a negative value makes every key on demand.
+	KeyPoolSize int
 }
 
 // Setup registers the AgentPool and Agent reconcilers with mgr.
@@ -95,10 +98,23 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}
+	var keys KeySource = freshKeys{}
+	if opts.KeyPoolSize >= 0 {
+		size := opts.KeyPoolSize
+		if size == 0 {
+			size = DefaultKeyPoolSize
+		}
+		pool := newKeyPool(size)
+		if err := mgr.Add(pool); err != nil {
+			return err
+		}
+		keys = pool
+	}
 	return (&AgentReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Recorder:  recorder,
 		Connect:   connect,
+		Keys:      keys,
 	}).SetupWithManager(mgr)
 }

@@ -24,6 +24,7 @@ type config struct {
 	probeAddr   string
 	leaderElect bool
 	namespace   string
+	keyPoolSize int
 }
 
 func main() {
@@ -32,6 +33,7 @@ func main() {
 	flag.StringVar(&cfg.probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
 	flag.BoolVar(&cfg.leaderElect, "leader-elect", false, "Elect a leader, so only one of several replicas reconciles.")
 	flag.StringVar(&cfg.namespace, "namespace", "", "Watch only this namespace (default: all namespaces).")
+	flag.IntVar(&cfg.keyPoolSize, "key-pool-size", controllers.DefaultKeyPoolSize, "RSA agent keys made ahead of a burst of registrations; 0 or less makes each key on demand.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -67,7 +69,7 @@ func run(ctx context.Context, restConfig *rest.Config, cfg config) error {
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
 	}
-	if err := controllers.Setup(mgr, controllers.Options{}); err != nil {
+	if err := controllers.Setup(mgr, controllers.Options{KeyPoolSize: keyPoolOption(cfg.keyPoolSize)}); err != nil {
 		return fmt.Errorf("setting up reconcilers: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
@@ -78,4 +80,13 @@ func run(ctx context.Context, restConfig *rest.Config, cfg config) error {
 	}
 	ctrl.Log.Info("Starting manager", "namespace", cfg.namespace, "leaderElect", cfg.leaderElect)
 	return mgr.Start(ctx)
+}
+
+// keyPoolOption maps the flag (0 or less disables the pool) to
+// controllers.Options.KeyPoolSize (negative disables it).
+func keyPoolOption(flagValue int) int {
+	if flagValue <= 0 {
+		return -1
+	}
+	return flagValue
 }
