@@ -66,18 +66,27 @@ test: tools verify-generated vet build ## Everything CI runs: tools, generated-f
 	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) test $(GOTEST_FLAGS) $$($(GO) list ./... | grep -v /test/e2e)
 	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) test $(GOTEST_FLAGS) -v ./test/e2e/...
 
-.PHONY: bench-manager
-bench-manager: tools ## Benchmark agentry-manager on the local stack: burst of 100 jobs (latencies, agents started − jobs), RSS with 1,000 Agents.
-	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) run ./hack/bench-manager $(BENCH_MANAGER_FLAGS)
-
 .PHONY: demo
 demo: tools ## Run agentry locally: cluster, server, operator, sample pool, three sample jobs; then tear down.
 	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) run ./hack/demo
 
+# Flags: BENCH_FLAGS for hack/benchall (e.g. -quick), BENCH_SERVER_FLAGS,
+# BENCH_AGENT_FLAGS and BENCH_MANAGER_FLAGS for each program.
 .PHONY: bench
-bench: ## Run the benchmarks: server (10,000 idle sessions, queue→delivery, jobs/s, RSS) and agent (start→session, RSS, log MB/s).
-	$(GO) run ./hack/bench $(BENCH_FLAGS)
+bench: tools ## Run every benchmark one after another (server, agent, manager; several minutes) and print one table; see docs/benchmarks.md.
+	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) run ./hack/benchall $(BENCH_FLAGS) $(if $(BENCH_SERVER_FLAGS),-server-flags "$(BENCH_SERVER_FLAGS)") $(if $(BENCH_AGENT_FLAGS),-agent-flags "$(BENCH_AGENT_FLAGS)") $(if $(BENCH_MANAGER_FLAGS),-manager-flags "$(BENCH_MANAGER_FLAGS)")
+
+.PHONY: bench-server
+bench-server: ## Benchmark agentry-server alone: 10,000 idle long-poll sessions, queue→delivery p50/p99, jobs/s, RSS.
+	$(GO) run ./hack/bench $(BENCH_SERVER_FLAGS)
+
+.PHONY: bench-agent
+bench-agent: ## Benchmark agentry-agent alone: start→session, RSS while printing 100 MB, log MB/s.
 	$(GO) run ./hack/bench-agent $(BENCH_AGENT_FLAGS)
+
+.PHONY: bench-manager
+bench-manager: tools ## Benchmark agentry-manager alone on the local stack: 100-job burst latencies, agents started − jobs, RSS with 1,000 Agents.
+	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) run ./hack/bench-manager $(BENCH_MANAGER_FLAGS)
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 10s).

@@ -10,7 +10,9 @@
 //     job's start (first lock renewal) to its finish (JobCompleted), which
 //     includes uploading the whole log to the server.
 //
-// Usage: go run ./hack/bench-agent [-agent PATH] [-mb 100] [-runs 7]
+// Usage: go run ./hack/bench-agent [-agent PATH] [-mb 100] [-runs 7] [-rows FILE]
+//
+// -rows also writes the figures as hack/benchrows lines, for hack/benchall.
 package main
 
 import (
@@ -35,6 +37,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/agentry-dev/agentry/hack/benchrows"
 	"github.com/agentry-dev/agentry/internal/agentcrypto"
 	"github.com/agentry-dev/agentry/internal/jobapi"
 	"github.com/agentry-dev/agentry/internal/pipelines"
@@ -52,14 +55,15 @@ func main() {
 	agentBin := flag.String("agent", "", "agentry-agent binary (default: build ./cmd/agent)")
 	mb := flag.Int("mb", 100, "megabytes the benchmark job prints")
 	runs := flag.Int("runs", 7, "agent starts to time")
+	rowsPath := flag.String("rows", "", "also write the results to this file as tab-separated rows")
 	flag.Parse()
-	if err := run(*agentBin, *mb, *runs); err != nil {
+	if err := run(*agentBin, *mb, *runs, *rowsPath); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-agent:", err)
 		os.Exit(1)
 	}
 }
 
-func run(agentBin string, mb, runs int) error {
+func run(agentBin string, mb, runs int, rowsPath string) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	tmp, err := os.MkdirTemp("", "bench-agent-")
@@ -140,7 +144,18 @@ func run(agentBin string, mb, runs int) error {
 	fmt.Fprintf(tw, "agent peak RSS (wait4 maxrss)\t%.1f MiB\t\t\n", float64(maxrss)/1024)
 	fmt.Fprintf(tw, "log throughput to the server (%d MB in %s)\t%.0f MB/s\t≥ %.0f MB/s\t%s\n", output/1_000_000, took.Round(time.Millisecond), mbps, targetMBps, verdict(mbps >= targetMBps))
 	fmt.Fprintf(tw, "stored log\t%d bytes, %d lines\t\t\n", len(log), strings.Count(log, "\n"))
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	const component = "agentry-agent"
+	return benchrows.WriteFile(rowsPath, []benchrows.Row{
+		{Component: component, Metric: fmt.Sprintf("process start → session open (median of %d)", len(opens)),
+			Measured: median.Round(time.Millisecond).String(), Target: "< " + targetSessionOpen.String(), Verdict: benchrows.Judge(median < targetSessionOpen)},
+		{Component: component, Metric: fmt.Sprintf("agent peak RSS while printing %d MB (VmHWM)", mb),
+			Measured: fmt.Sprintf("%.1f MiB", float64(hwm)/1024), Target: fmt.Sprintf("< %d MiB", targetRSSKiB>>10), Verdict: benchrows.Judge(hwm < targetRSSKiB)},
+		{Component: component, Metric: fmt.Sprintf("log throughput to the server (%d MB in %s)", output/1_000_000, took.Round(time.Millisecond)),
+			Measured: fmt.Sprintf("%.0f MB/s", mbps), Target: fmt.Sprintf("≥ %.0f MB/s", targetMBps), Verdict: benchrows.Judge(mbps >= targetMBps)},
+	})
 }
 
 func verdict(ok bool) string {

@@ -5,7 +5,9 @@
 // objects (registered agents whose pods cannot be scheduled). It prints a
 // table.
 //
-//	go run ./hack/bench-manager [-jobs 100] [-max-agents 100] [-idle-agents 1000]
+//	go run ./hack/bench-manager [-jobs 100] [-max-agents 100] [-idle-agents 1000] [-rows FILE]
+//
+// -rows also writes the figures as hack/benchrows lines, for hack/benchall.
 package main
 
 import (
@@ -31,6 +33,7 @@ import (
 
 	agentryv1 "github.com/agentry-dev/agentry/api/v1alpha1"
 	"github.com/agentry-dev/agentry/controllers"
+	"github.com/agentry-dev/agentry/hack/benchrows"
 	"github.com/agentry-dev/agentry/internal/jobapi"
 	"github.com/agentry-dev/agentry/internal/pipelines"
 	"github.com/agentry-dev/agentry/test/stack"
@@ -40,6 +43,7 @@ type config struct {
 	jobs, maxAgents, idleAgents int
 	repoRoot                    string
 	keep                        bool
+	rows                        string
 }
 
 func main() {
@@ -49,6 +53,7 @@ func main() {
 	flag.IntVar(&cfg.idleAgents, "idle-agents", 1000, "Agent objects for the memory measurement (0 skips it)")
 	flag.StringVar(&cfg.repoRoot, "repo", ".", "repository root")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the stack's work folder (logs) and print where it is")
+	flag.StringVar(&cfg.rows, "rows", "", "also write the results to this file as tab-separated rows")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -208,6 +213,7 @@ func run(ctx context.Context, cfg config) error {
 	agents.mu.Unlock()
 	pods.mu.Unlock()
 
+	managerRSS := rss(s.PID("agentry-manager"))
 	rows := [][2]string{
 		{"jobs (succeeded)", fmt.Sprintf("%d (%d)", cfg.jobs, succeeded)},
 		{"pool maxAgents", strconv.Itoa(cfg.maxAgents)},
@@ -216,15 +222,36 @@ func run(ctx context.Context, cfg config) error {
 		{"job finished → agent deregistered & removed p50 / p99", pct(toRemoved, 50) + " / " + pct(toRemoved, 99)},
 		{"agents started − jobs", strconv.Itoa(started - cfg.jobs)},
 		{"peak live Agents", strconv.Itoa(peak)},
-		{"manager RSS after the burst", rss(s.PID("agentry-manager"))},
+		{"manager RSS after the burst", managerRSS},
+	}
+	// The rows file splits the percentiles so each figure is one value.
+	row := func(metric, measured string) benchrows.Row {
+		return benchrows.Row{Component: "agentry-manager", Metric: metric, Measured: measured}
+	}
+	out := []benchrows.Row{
+		row(fmt.Sprintf("jobs in the burst (succeeded), pool maxAgents %d", cfg.maxAgents), fmt.Sprintf("%d (%d)", cfg.jobs, succeeded)),
+		row("burst wall time (queue first → last finished)", burst.Round(10*time.Millisecond).String()),
+		row("queued → pod created p50", pct(toPod, 50)),
+		row("queued → pod created p99", pct(toPod, 99)),
+		row("job finished → agent removed p50", pct(toRemoved, 50)),
+		row("job finished → agent removed p99", pct(toRemoved, 99)),
+		row("agents started − jobs", strconv.Itoa(started-cfg.jobs)),
+		row("peak live Agents", strconv.Itoa(peak)),
+		row("manager RSS after the burst", managerRSS),
 	}
 
 	if cfg.idleAgents > 0 {
-		row, err := idleAgentsRSS(ctx, s, kc, cfg.idleAgents)
+		m, err := idleAgentsRSS(ctx, s, kc, cfg.idleAgents)
 		if err != nil {
 			return err
 		}
-		rows = append(rows, row...)
+		rows = append(rows,
+			[2]string{fmt.Sprintf("%d Agents registered with Secrets and pods in", m.agents), m.took.Round(time.Second).String()},
+			[2]string{fmt.Sprintf("manager RSS with %d Agents (peak)", m.agents), m.rss + " (" + m.hwm + ")"})
+		out = append(out,
+			row(fmt.Sprintf("%d idle Agents registered with Secrets and pods in", m.agents), m.took.Round(time.Second).String()),
+			row(fmt.Sprintf("manager RSS with %d Agents", m.agents), m.rss),
+			row(fmt.Sprintf("manager peak RSS with %d Agents (VmHWM)", m.agents), m.hwm))
 	}
 
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
@@ -232,15 +259,25 @@ func run(ctx context.Context, cfg config) error {
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return benchrows.WriteFile(cfg.rows, out)
+}
+
+// idleMemory is what idleAgentsRSS measured.
+type idleMemory struct {
+	agents   int
+	took     time.Duration // until every Agent was registered with a Secret and a pod
+	rss, hwm string        // the manager's VmRSS and VmHWM then
 }
 
 // idleAgentsRSS starts a second pool whose pods no node can take, with n
 // warm agents: n Agents, each registered with a Secret and a pending pod,
 // and reads the manager's memory once they are all registered.
-func idleAgentsRSS(ctx context.Context, s *stack.Stack, kc client.WithWatch, n int) ([][2]string, error) {
+func idleAgentsRSS(ctx context.Context, s *stack.Stack, kc client.WithWatch, n int) (idleMemory, error) {
 	if out, err := s.ServerCLI(ctx, "pool", "create", "rss"); err != nil {
-		return nil, fmt.Errorf("pool create: %w: %s", err, out)
+		return idleMemory{}, fmt.Errorf("pool create: %w: %s", err, out)
 	}
 	manifest := fmt.Sprintf(`apiVersion: agentry.dev/v1alpha1
 kind: AgentPool
@@ -257,18 +294,18 @@ spec:
 `, stack.Namespace, s.ServerURL, stack.AdminSecret, n, n)
 	path := filepath.Join(os.TempDir(), fmt.Sprintf("agentry-bench-rss-%d.yaml", os.Getpid()))
 	if err := os.WriteFile(path, []byte(manifest), 0o644); err != nil {
-		return nil, err
+		return idleMemory{}, err
 	}
 	defer os.Remove(path)
 	if out, err := s.Cluster.Kubectl("apply", "-f", path); err != nil {
-		return nil, fmt.Errorf("kubectl apply: %w: %s", err, out)
+		return idleMemory{}, fmt.Errorf("kubectl apply: %w: %s", err, out)
 	}
 	fmt.Fprintf(os.Stderr, "starting %d idle agents for the memory measurement\n", n)
 	start := time.Now()
 	for {
 		var list agentryv1.AgentList
 		if err := kc.List(ctx, &list, client.InNamespace(stack.Namespace), client.MatchingLabels{agentryv1.PoolLabel: "rss"}); err != nil {
-			return nil, err
+			return idleMemory{}, err
 		}
 		registered := 0
 		for _, a := range list.Items {
@@ -280,18 +317,15 @@ spec:
 			break
 		}
 		if time.Since(start) > 15*time.Minute {
-			return nil, fmt.Errorf("only %d of %d agents registered after 15 minutes", registered, n)
+			return idleMemory{}, fmt.Errorf("only %d of %d agents registered after 15 minutes", registered, n)
 		}
 		if err := sleep(ctx, time.Second); err != nil {
-			return nil, err
+			return idleMemory{}, err
 		}
 	}
 	took := time.Since(start)
 	pid := s.PID("agentry-manager")
-	return [][2]string{
-		{fmt.Sprintf("%d Agents registered with Secrets and pods in", n), took.Round(time.Second).String()},
-		{fmt.Sprintf("manager RSS with %d Agents (peak)", n), rss(pid) + " (" + hwm(pid) + ")"},
-	}, nil
+	return idleMemory{agents: n, took: took, rss: rss(pid), hwm: hwm(pid)}, nil
 }
 
 func pct(d []time.Duration, p int) string {

@@ -5,8 +5,9 @@
 // and in a burst (latency under load and jobs/s through in-process agents
 // that run the whole job protocol), and prints a table.
 //
-//	go run ./hack/bench [-sessions 10000] [-jobs 200] [-burst 1000]
+//	go run ./hack/bench [-sessions 10000] [-jobs 200] [-burst 1000] [-rows FILE]
 //
+// -rows also writes the figures as hack/benchrows lines, for hack/benchall.
 // Everything is on loopback; it raises RLIMIT_NOFILE for both processes.
 package main
 
@@ -37,6 +38,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/agentry-dev/agentry/hack/benchrows"
 	"github.com/agentry-dev/agentry/internal/agentcrypto"
 	"github.com/agentry-dev/agentry/internal/jobapi"
 	"github.com/agentry-dev/agentry/internal/pipelines"
@@ -108,6 +110,7 @@ func serve(ctx context.Context) error {
 
 type options struct {
 	sessions, jobs, burst, workers int
+	rows                           string
 }
 
 type agent struct {
@@ -145,6 +148,7 @@ func run(ctx context.Context) error {
 	flag.IntVar(&o.jobs, "jobs", 200, "jobs queued one at a time for the idle-server latency")
 	flag.IntVar(&o.burst, "burst", 1000, "jobs queued at once for latency under load and throughput")
 	flag.IntVar(&o.workers, "workers", 16, "concurrent setup and queue calls")
+	flag.StringVar(&o.rows, "rows", "", "also write the results to this file as tab-separated rows")
 	flag.Parse()
 	if o.jobs+o.burst > o.sessions {
 		return fmt.Errorf("-jobs + -burst (%d) must not exceed -sessions (%d): an agent takes one job", o.jobs+o.burst, o.sessions)
@@ -247,7 +251,21 @@ func run(ctx context.Context) error {
 	if e, ok := b.lastErr.Load().(error); ok {
 		fmt.Fprintln(os.Stderr, "last agent error:", e)
 	}
-	return nil
+	row := func(metric, measured string) benchrows.Row {
+		return benchrows.Row{Component: "agentry-server", Metric: metric, Measured: measured}
+	}
+	return benchrows.WriteFile(o.rows, []benchrows.Row{
+		row("idle long-poll sessions", strconv.Itoa(len(agents))),
+		row("setup (register + token + session)", setup.Round(time.Millisecond).String()),
+		row("server RSS with all sessions parked", fmt.Sprintf("%.1f MiB", rssIdle)),
+		row(fmt.Sprintf("queue→delivery, one at a time (n=%d) p50", len(idleLat)), pct(idleLat, 50)),
+		row(fmt.Sprintf("queue→delivery, one at a time (n=%d) p99", len(idleLat)), pct(idleLat, 99)),
+		row(fmt.Sprintf("queue→delivery, burst (n=%d) p50", len(burstLat)), pct(burstLat, 50)),
+		row(fmt.Sprintf("queue→delivery, burst (n=%d) p99", len(burstLat)), pct(burstLat, 99)),
+		row(fmt.Sprintf("burst throughput (%d jobs end to end in %s)", o.burst, elapsed.Round(time.Millisecond)), fmt.Sprintf("%.0f jobs/s", float64(o.burst)/elapsed.Seconds())),
+		row("server RSS after the burst", fmt.Sprintf("%.1f MiB", rssEnd)),
+		row("agent-side errors", strconv.Itoa(int(b.errs.Load()))),
+	})
 }
 
 // parallel runs f for 0..n-1 on workers goroutines; the first error wins.

@@ -108,14 +108,18 @@ func TestEndToEnd(t *testing.T) {
 		{"the operator killed mid-burst leaves no duplicate and no orphan", operatorKilledMidBurst},
 		{"an invalid pool is rejected with a readable message", invalidPoolRejected},
 	}
+	start := time.Now()
+	passed := 0
 	for _, step := range steps {
 		if !t.Run(step.name, func(t *testing.T) { step.run(ctx, t, e) }) {
 			e.dump(t)
 			break
 		}
+		passed++
 	}
 	cancel()
 	e.checkAdminTokenNowhere(t)
+	fmt.Printf("e2e summary: %d/%d scenarios passed on the real cluster in %.1fs\n", passed, len(steps), time.Since(start).Seconds())
 }
 
 // env is the running stack and what the suite recorded of it.
@@ -283,7 +287,10 @@ func (e *env) checkAdminTokenNowhere(t *testing.T) {
 	if mounted == 0 {
 		t.Error("saw no agent Secret; the token check would be vacuous")
 	}
-
+	if !t.Failed() {
+		fmt.Printf("e2e: admin token found in none of %d pod versions (%d agent pods) and %d agent Secret versions\n",
+			len(rec.pods), len(rec.names), mounted)
+	}
 }
 
 func waitJob(ctx context.Context, s *stack.Stack, id int64, timeout time.Duration) (*jobapi.Job, error) {
