@@ -136,25 +136,10 @@ func decodeAgent(b []byte) (pipelines.TaskAgent, error) {
 	if err := checkName("agent name", a.Name); err != nil {
 		return a, err
 	}
-	if len(a.Version) > maxNameLen || len(a.OSDescription) > maxCapLen || len(a.ProvisioningState) > maxNameLen {
-		return a, badRequest("version, osDescription or provisioningState is too long")
-	}
 	if a.Authorization == nil || a.Authorization.PublicKey == nil {
 		return a, badRequest("authorization.publicKey is missing: an agent registers with its RSA public key")
 	}
-	if _, err := a.Authorization.PublicKey.RSA(); err != nil {
-		return a, badRequest("authorization.publicKey: %v", err)
-	}
-	if a.MaxParallelism < 0 {
-		return a, badRequest("maxParallelism is negative")
-	}
-	if err := checkCapabilities("systemCapabilities", a.SystemCapabilities); err != nil {
-		return a, err
-	}
-	if err := checkCapabilities("userCapabilities", a.UserCapabilities); err != nil {
-		return a, err
-	}
-	return a, nil
+	return a, checkAgent(a)
 }
 
 // decodeAgentUpdate reads PATCH agents/{id}: the fields to change, all
@@ -169,24 +154,26 @@ func decodeAgentUpdate(b []byte) (pipelines.TaskAgent, error) {
 			return a, err
 		}
 	}
+	return a, checkAgent(a)
+}
+
+// checkAgent checks the fields a registration and an update share.
+func checkAgent(a pipelines.TaskAgent) error {
 	if len(a.Version) > maxNameLen || len(a.OSDescription) > maxCapLen || len(a.ProvisioningState) > maxNameLen {
-		return a, badRequest("version, osDescription or provisioningState is too long")
+		return badRequest("version, osDescription or provisioningState is too long")
 	}
 	if a.Authorization != nil && a.Authorization.PublicKey != nil {
 		if _, err := a.Authorization.PublicKey.RSA(); err != nil {
-			return a, badRequest("authorization.publicKey: %v", err)
+			return badRequest("authorization.publicKey: %v", err)
 		}
 	}
 	if a.MaxParallelism < 0 {
-		return a, badRequest("maxParallelism is negative")
+		return badRequest("maxParallelism is negative")
 	}
 	if err := checkCapabilities("systemCapabilities", a.SystemCapabilities); err != nil {
-		return a, err
+		return err
 	}
-	if err := checkCapabilities("userCapabilities", a.UserCapabilities); err != nil {
-		return a, err
-	}
-	return a, nil
+	return checkCapabilities("userCapabilities", a.UserCapabilities)
 }
 
 // decodeSession reads POST sessions.

@@ -211,7 +211,6 @@ func FuzzParseAuthorization(f *testing.F) {
 	})
 }
 
-
 func FuzzDecodeAgentUpdate(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		a, err := decodeAgentUpdate(b)
