@@ -256,22 +256,13 @@ func (s *SQLite) GetPool(ctx context.Context, id int) (Pool, error) {
 
 // ListPools implements Store.
 func (s *SQLite) ListPools(ctx context.Context) ([]Pool, error) {
-	rows, err := s.r.QueryContext(ctx, "SELECT id, name, created_on FROM pools ORDER BY id")
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []Pool{}
-	for rows.Next() {
+	return queryAll(ctx, s.r, func(row rowScanner) (Pool, error) {
 		var p Pool
 		var created int64
-		if err := rows.Scan(&p.ID, &p.Name, &created); err != nil {
-			return nil, err
-		}
+		err := row.Scan(&p.ID, &p.Name, &created)
 		p.CreatedOn = fromUnixNano(created)
-		out = append(out, p)
-	}
-	return out, rows.Err()
+		return p, err
+	}, "SELECT id, name, created_on FROM pools ORDER BY id")
 }
 
 // ---- agents ----
@@ -280,6 +271,25 @@ const agentColumns = `id, pool_id, name, version, os_description, enabled, max_p
 	client_id, authorization_url, key_exponent, key_modulus, system_capabilities, user_capabilities, created_on, request_id`
 
 type rowScanner interface{ Scan(dest ...any) error }
+
+// queryAll runs a query and scans every row; an empty result is an empty,
+// non-nil slice.
+func queryAll[T any](ctx context.Context, db *sql.DB, scan func(rowScanner) (T, error), query string, args ...any) ([]T, error) {
+	rows, err := db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []T{}
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
 
 func scanAgent(row rowScanner) (Agent, error) {
 	var a Agent
@@ -413,20 +423,7 @@ func (s *SQLite) GetAgentByClientID(ctx context.Context, clientID string) (Agent
 
 // ListAgents implements Store.
 func (s *SQLite) ListAgents(ctx context.Context, poolID int) ([]Agent, error) {
-	rows, err := s.r.QueryContext(ctx, "SELECT "+agentColumns+" FROM agents WHERE pool_id = ? ORDER BY id", poolID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []Agent{}
-	for rows.Next() {
-		a, err := scanAgent(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, a)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.r, scanAgent, "SELECT "+agentColumns+" FROM agents WHERE pool_id = ? ORDER BY id", poolID)
 }
 
 // DeleteAgent implements Store.
@@ -717,20 +714,7 @@ func (s *SQLite) ListJobs(ctx context.Context, f JobFilter) ([]Job, error) {
 	if f.Unfinished {
 		q += " AND finish_time = 0"
 	}
-	rows, err := s.r.QueryContext(ctx, q+" ORDER BY request_id", args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []Job{}
-	for rows.Next() {
-		j, err := scanJob(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, j)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.r, scanJob, q+" ORDER BY request_id", args...)
 }
 
 // AssignJob implements Store.
@@ -1040,24 +1024,17 @@ func (s *SQLite) ListTimelineRecords(ctx context.Context, requestID int64) ([]pi
 	if err := jobExists(ctx, s.r, requestID); err != nil {
 		return nil, err
 	}
-	rows, err := s.r.QueryContext(ctx, "SELECT record FROM timeline_records WHERE request_id = ? ORDER BY ord", requestID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []pipelines.TimelineRecord{}
-	for rows.Next() {
+	return queryAll(ctx, s.r, func(row rowScanner) (pipelines.TimelineRecord, error) {
 		var text string
-		if err := rows.Scan(&text); err != nil {
-			return nil, err
+		if err := row.Scan(&text); err != nil {
+			return pipelines.TimelineRecord{}, err
 		}
 		r, err := decodeRecord(text)
 		if err != nil {
-			return nil, fmt.Errorf("timeline record of job request %d: %w", requestID, err)
+			return r, fmt.Errorf("timeline record of job request %d: %w", requestID, err)
 		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+		return r, nil
+	}, "SELECT record FROM timeline_records WHERE request_id = ? ORDER BY ord", requestID)
 }
 
 // AppendFeed implements Store.
@@ -1269,20 +1246,7 @@ func (s *SQLite) GetAdminTokenByHash(ctx context.Context, hash string) (AdminTok
 
 // ListAdminTokens implements Store.
 func (s *SQLite) ListAdminTokens(ctx context.Context) ([]AdminToken, error) {
-	rows, err := s.r.QueryContext(ctx, "SELECT "+adminTokenColumns+" FROM admin_tokens ORDER BY id")
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []AdminToken{}
-	for rows.Next() {
-		t, err := scanAdminToken(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, t)
-	}
-	return out, rows.Err()
+	return queryAll(ctx, s.r, scanAdminToken, "SELECT "+adminTokenColumns+" FROM admin_tokens ORDER BY id")
 }
 
 // RevokeAdminToken implements Store.
