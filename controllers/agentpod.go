@@ -60,6 +60,7 @@ func agentPod(t *corev1.PodTemplateSpec, agent *agentryv1.Agent) (*corev1.Pod, e
 		spec.AutomountServiceAccountToken = ptr.To(false)
 	}
 	applyRestrictedDefaults(spec)
+	applyNodeLossTolerations(spec)
 
 	// Secret files are owned by root. Without an fsGroup a non-root agent
 	// can read them only if they are readable by all; with one, group read
@@ -211,4 +212,29 @@ func podFailure(pod *corev1.Pod) (reason, message string) {
 		}
 	}
 	return "PodFailed", cmp.Or(pod.Status.Message, pod.Status.Reason, "no reason given")
+}
+
+// nodeLossTolerationSeconds is how long an agent pod stays bound to a node
+// that stopped reporting. Kubernetes' default is 300 s; an agent on a lost
+// node holds a job that the server can only end or re-queue once the pod is
+// gone, so agentry evicts sooner.
+const nodeLossTolerationSeconds = 30
+
+// applyNodeLossTolerations adds NoExecute tolerations for unreachable and
+// not-ready nodes with a short grace, unless the template sets its own.
+func applyNodeLossTolerations(spec *corev1.PodSpec) {
+	for _, key := range []string{corev1.TaintNodeUnreachable, corev1.TaintNodeNotReady} {
+		set := false
+		for _, t := range spec.Tolerations {
+			if t.Key == key && (t.Effect == "" || t.Effect == corev1.TaintEffectNoExecute) {
+				set = true
+			}
+		}
+		if !set {
+			spec.Tolerations = append(spec.Tolerations, corev1.Toleration{
+				Key: key, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute,
+				TolerationSeconds: ptr.To[int64](nodeLossTolerationSeconds),
+			})
+		}
+	}
 }

@@ -76,3 +76,25 @@ func TestRestrictedDefaultsKeepExplicitChoices(t *testing.T) {
 		t.Errorf("container with its own capabilities was changed: %+v", sc.Capabilities)
 	}
 }
+
+// An agent on a lost node is evicted after 30 s, not Kubernetes' 300 s, so
+// its job is ended or re-queued sooner; a template's own choice wins.
+func TestNodeLossTolerations(t *testing.T) {
+	var spec corev1.PodSpec
+	applyNodeLossTolerations(&spec)
+	if len(spec.Tolerations) != 2 {
+		t.Fatalf("tolerations = %+v, want unreachable and not-ready", spec.Tolerations)
+	}
+	for _, tol := range spec.Tolerations {
+		if tol.Effect != corev1.TaintEffectNoExecute || tol.TolerationSeconds == nil || *tol.TolerationSeconds != nodeLossTolerationSeconds {
+			t.Errorf("toleration %+v, want NoExecute for %d s", tol, nodeLossTolerationSeconds)
+		}
+	}
+
+	own := int64(600)
+	spec = corev1.PodSpec{Tolerations: []corev1.Toleration{{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists, TolerationSeconds: &own}}}
+	applyNodeLossTolerations(&spec)
+	if len(spec.Tolerations) != 2 || *spec.Tolerations[0].TolerationSeconds != 600 || spec.Tolerations[1].Key != corev1.TaintNodeNotReady {
+		t.Errorf("tolerations = %+v, want the template's unreachable toleration kept and not-ready added", spec.Tolerations)
+	}
+}
