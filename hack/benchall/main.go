@@ -16,6 +16,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -107,9 +108,9 @@ func run(ctx context.Context, cfg config) error {
 	}
 	defer os.RemoveAll(tmp)
 
-	started := time.Now()
-	// Build first, so a compile error shows before minutes of benchmarks
-	// and no compiler competes with a measurement.
+	started, before := time.Now(), readTree()
+	// Build all first, so a compile error shows before minutes of
+	// benchmarks.
 	for _, p := range selected {
 		fmt.Fprintf(os.Stderr, "benchall: building %s\n", p.pkg)
 		build := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(tmp, p.name), p.pkg)
@@ -127,7 +128,7 @@ func run(ctx context.Context, cfg config) error {
 		results = append(results, runProgram(ctx, cfg, p, tmp))
 	}
 
-	if err := printReport(os.Stdout, started, results); err != nil {
+	if err := printReport(os.Stdout, started, before, readTree(), results); err != nil {
 		return err
 	}
 	var failed []string
@@ -177,11 +178,16 @@ func runProgram(ctx context.Context, cfg config, p program, tmp string) result {
 	return r
 }
 
-func printReport(w io.Writer, started time.Time, results []result) error {
+func printReport(w io.Writer, started time.Time, before, after tree, results []result) error {
 	fmt.Fprintf(w, "agentry benchmarks, %s\n", started.UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(w, "machine: %s\n", machine())
 	fmt.Fprintf(w, "go:      %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	fmt.Fprintf(w, "commit:  %s\n", commit())
+	fmt.Fprintf(w, "commit:  %s\n", before)
+	if after != before {
+		// The programs build what is checked out when they start, so
+		// the figures may come from more than one version.
+		fmt.Fprintf(w, "note:    the checkout changed during the run; now %s\n", after)
+	}
 	for _, r := range results {
 		fmt.Fprintf(w, "ran:     %s  (%s)\n", strings.Join(append([]string{r.pkg}, r.args...), " "), r.took.Round(time.Second))
 	}
@@ -245,15 +251,29 @@ func machine() string {
 	return fmt.Sprintf("%d cores (nproc), %s%s%s", runtime.NumCPU(), model, mem, kernel)
 }
 
-// commit is the checked-out commit, marked when the tree has changes.
-func commit() string {
+// tree is the checked-out commit and a digest of its uncommitted changes
+// to tracked files.
+type tree struct {
+	commit string
+	diff   [sha256.Size]byte
+	dirty  bool
+}
+
+func readTree() tree {
 	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
 	if err != nil {
-		return "unknown"
+		return tree{commit: "unknown"}
 	}
-	c := strings.TrimSpace(string(out))
-	if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(st) > 0 {
-		c += " (with uncommitted changes)"
+	t := tree{commit: strings.TrimSpace(string(out))}
+	if d, err := exec.Command("git", "diff", "HEAD").Output(); err == nil && len(d) > 0 {
+		t.diff, t.dirty = sha256.Sum256(d), true
 	}
-	return c
+	return t
+}
+
+func (t tree) String() string {
+	if t.dirty {
+		return t.commit + " (with uncommitted changes)"
+	}
+	return t.commit
 }
