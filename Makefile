@@ -17,7 +17,7 @@ BINARIES := agentry-manager agentry-agent agentry-server
 
 .PHONY: help
 help: ## List every target with what it does.
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: tools
 tools: ## Build the pinned Kubernetes, etcd, controller-gen and helm binaries into .tools/ (skips what is cached).
