@@ -231,11 +231,12 @@ func run(ctx context.Context, cfg config) error {
 	out := []benchrows.Row{
 		row(fmt.Sprintf("jobs in the burst (succeeded), pool maxAgents %d", cfg.maxAgents), fmt.Sprintf("%d (%d)", cfg.jobs, succeeded)),
 		row("burst wall time (queue first → last finished)", burst.Round(10*time.Millisecond).String()),
-		row("queued → pod created p50", pct(toPod, 50)),
-		row("queued → pod created p99", pct(toPod, 99)),
-		row("job finished → agent removed p50", pct(toRemoved, 50)),
-		row("job finished → agent removed p99", pct(toRemoved, 99)),
-		row("agents started − jobs", strconv.Itoa(started-cfg.jobs)),
+		latencyRow("queued → pod created p50", toPod, 50, 500*time.Millisecond),
+		latencyRow("queued → pod created p99", toPod, 99, 2*time.Second),
+		latencyRow("job finished → agent removed p50", toRemoved, 50, time.Second),
+		latencyRow("job finished → agent removed p99", toRemoved, 99, 3*time.Second),
+		{Component: "agentry-manager", Metric: "agents started − jobs", Measured: strconv.Itoa(started - cfg.jobs),
+			Target: "0", Verdict: benchrows.Judge(started == cfg.jobs)},
 		row("peak live Agents", strconv.Itoa(peak)),
 		row("manager RSS after the burst", managerRSS),
 	}
@@ -250,7 +251,8 @@ func run(ctx context.Context, cfg config) error {
 			[2]string{fmt.Sprintf("manager RSS with %d Agents (peak)", m.agents), m.rss + " (" + m.hwm + ")"})
 		out = append(out,
 			row(fmt.Sprintf("%d idle Agents registered with Secrets and pods in", m.agents), m.took.Round(time.Second).String()),
-			row(fmt.Sprintf("manager RSS with %d Agents", m.agents), m.rss),
+			benchrows.Row{Component: "agentry-manager", Metric: fmt.Sprintf("manager RSS with %d Agents", m.agents), Measured: m.rss,
+				Target: "< 150 MiB", Verdict: judgeMiB(m.rss, 150)},
 			row(fmt.Sprintf("manager peak RSS with %d Agents (VmHWM)", m.agents), m.hwm))
 	}
 
@@ -332,10 +334,37 @@ func pct(d []time.Duration, p int) string {
 	if len(d) == 0 {
 		return "n/a"
 	}
+	return percentile(d, p).Round(time.Millisecond).String()
+}
+
+// percentile is the p-th percentile (nearest rank) of a non-empty sample.
+func percentile(d []time.Duration, p int) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
 	i := int(math.Ceil(float64(p)/100*float64(len(s)))) - 1
-	return s[max(i, 0)].Round(time.Millisecond).String()
+	return s[max(i, 0)]
+}
+
+// latencyRow is a percentile row with issue 5's target.
+func latencyRow(metric string, d []time.Duration, p int, target time.Duration) benchrows.Row {
+	return benchrows.Row{Component: "agentry-manager", Metric: metric, Measured: pct(d, p),
+		Target: "< " + target.String(), Verdict: benchrows.Judge(len(d) > 0 && percentile(d, p) < target)}
+}
+
+// mebibytes reads a figure such as "83.7 MiB" or "85712 kB" back as MiB.
+func mebibytes(s string) (float64, bool) {
+	var v float64
+	var unit string
+	if _, err := fmt.Sscanf(s, "%f %s", &v, &unit); err != nil {
+		return 0, false
+	}
+	switch unit {
+	case "MiB":
+		return v, true
+	case "kB":
+		return v / 1024, true
+	}
+	return 0, false
 }
 
 func procStatus(pid int, field string) string {
@@ -362,4 +391,10 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-time.After(d):
 		return nil
 	}
+}
+
+// judgeMiB is OK when a memory figure is below limit MiB.
+func judgeMiB(s string, limit float64) benchrows.Verdict {
+	v, ok := mebibytes(s)
+	return benchrows.Judge(ok && v < limit)
 }
