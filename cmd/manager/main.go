@@ -25,6 +25,8 @@ type config struct {
 	leaderElect bool
 	namespace   string
 	keyPoolSize int
+	kubeQPS     float64
+	kubeBurst   int
 }
 
 func main() {
@@ -33,6 +35,10 @@ func main() {
 	flag.StringVar(&cfg.probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
 	flag.BoolVar(&cfg.leaderElect, "leader-elect", false, "Elect a leader, so only one of several replicas reconciles.")
 	flag.StringVar(&cfg.namespace, "namespace", "", "Watch only this namespace (default: all namespaces).")
+	// client-go's defaults (20/30) let a burst of 100 agents, each a handful
+	// of API calls, queue behind the client's own rate limiter for seconds.
+	flag.Float64Var(&cfg.kubeQPS, "kube-api-qps", 100, "Queries per second the manager may send to the Kubernetes API server.")
+	flag.IntVar(&cfg.kubeBurst, "kube-api-burst", 200, "Burst of queries the manager may send to the Kubernetes API server above --kube-api-qps.")
 	flag.IntVar(&cfg.keyPoolSize, "key-pool-size", controllers.DefaultKeyPoolSize, "RSA agent keys made ahead of a burst of registrations; 0 or less makes each key on demand.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
@@ -65,6 +71,7 @@ func run(ctx context.Context, restConfig *rest.Config, cfg config) error {
 	// get this long to finish; the queue watches stop at once.
 	opts.GracefulShutdownTimeout = ptr.To(30 * time.Second)
 
+	restConfig.QPS, restConfig.Burst = float32(cfg.kubeQPS), cfg.kubeBurst
 	mgr, err := ctrl.NewManager(restConfig, opts)
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
