@@ -1,9 +1,12 @@
 package controllers
 
 import (
+	"sync/atomic"
+
 	"context"
 	"encoding/json"
 	"fmt"
+	"golang.org/x/sync/errgroup"
 	"slices"
 	"strings"
 	"sync"
@@ -34,6 +37,8 @@ import (
 )
 
 const (
+	// createConcurrency bounds the Agent creates one reconcile has in flight.
+	createConcurrency = 16
 	// serverRetryInterval is the shortest wait before calling a server that
 	// just failed again.
 	serverRetryInterval = 10 * time.Second
@@ -248,19 +253,31 @@ func (r *AgentPoolReconciler) reconcileAgents(ctx context.Context, pool *agentry
 		log.Info("Starting agents", "count", start, "waitingJobs", tally.Waiting, "available", tally.Available(), "total", tally.Total)
 	}
 	demand := demandQueueTimes(requests, tally, caps)
-	created := 0
+	// A burst's Agents are created concurrently: one by one, each waits a
+	// round trip to a busy API server. The count stays exact: each of the
+	// start goroutines creates at most one Agent.
+	var createdN atomic.Int32
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(createConcurrency)
 	for i := range start {
 		var queuedAt *time.Time
 		if k := tally.Available() + i; k < len(demand) {
 			queuedAt = &demand[k]
 		}
-		if err := r.createAgent(ctx, pool, queuedAt); err != nil {
-			setCounts(pool, tally, created)
-			return ctrl.Result{}, fmt.Errorf("creating agent: %w", err)
-		}
-		created++
+		g.Go(func() error {
+			if err := r.createAgent(gctx, pool, queuedAt); err != nil {
+				return err
+			}
+			createdN.Add(1)
+			return nil
+		})
 	}
+	err = g.Wait()
+	created := int(createdN.Load())
 	setCounts(pool, tally, created)
+	if err != nil {
+		return ctrl.Result{}, fmt.Errorf("creating agent: %w", err)
+	}
 
 	if created == 0 {
 		remove, wait := scaling.Surplus(tally, int(pool.Spec.MinIdle), int(maxAgents(pool)),
