@@ -531,6 +531,8 @@ func (r *AgentPoolReconciler) createAgent(ctx context.Context, pool *agentryv1.A
 			GenerateName: pool.Name + "-",
 			Namespace:    pool.Namespace,
 			Labels:       map[string]string{agentryv1.PoolLabel: pool.Name},
+			// Set at birth, it saves the Agent reconciler a write per agent.
+			Finalizers: []string{agentryv1.DeregisterFinalizer},
 		},
 		Spec: agentryv1.AgentSpec{PoolName: pool.Name},
 	}
