@@ -72,6 +72,7 @@ func (r *AgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&agentryv1.Agent{}).
 		Owns(&corev1.Pod{}).
+		Watches(&corev1.Pod{}, endedPodHandler{}).
 		Named("agent").
 		// Registration makes an RSA key and a few server and API calls; a
 		// burst of agents should not wait for each other, and an agent that
