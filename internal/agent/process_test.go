@@ -47,7 +47,7 @@ func bashProcess(t *testing.T, script string, clock Clock, out, errOut *lines) p
 	t.Helper()
 	bash, err := lookBash()
 	if err != nil {
-		t.Skip("no bash")
+		t.Fatalf("the agent runs steps with bash, which is not on PATH: %v", err)
 	}
 	return process{
 		argv: []string{bash, "--noprofile", "--norc", "-e", "-c", script}, dir: t.TempDir(), env: []string{"PATH=" + os.Getenv("PATH")},

@@ -463,9 +463,6 @@ func TestOutputThatIsNotUTF8(t *testing.T) {
 
 // A step that prints 100 MB: every line reaches the server's stored log.
 func TestHundredMegabytesOfOutput(t *testing.T) {
-	if testing.Short() {
-		t.Skip("prints 100 MB")
-	}
 	const lines, width = 1_000_000, 100 // 100 MB with the newlines
 	e := newEnv(t)
 	job := e.queue(t, jobapi.JobSpec{Steps: []jobapi.Step{{Script: fmt.Sprintf(
