@@ -797,18 +797,24 @@ func (s *SQLite) FinishJob(ctx context.Context, requestID int64, result pipeline
 			out = j
 			return fmt.Errorf("job request %d already finished: %w", requestID, ErrConflict)
 		}
-		if _, err := tx.ExecContext(ctx, "UPDATE jobs SET finish_time = ?, result = ? WHERE request_id = ?",
-			unixNano(now), string(result), requestID); err != nil {
-			return err
-		}
-		// A job that finishes leaves nothing for its agent to pick up.
-		if _, err := tx.ExecContext(ctx, "DELETE FROM messages WHERE request_id = ?", requestID); err != nil {
+		if err := finishJob(ctx, tx, requestID, result, now); err != nil {
 			return err
 		}
 		out, err = getJob(ctx, tx, requestID)
 		return err
 	})
 	return out, err
+}
+
+// finishJob records a job's result. A finished job leaves nothing for its
+// agent to pick up, so its undelivered messages go with it.
+func finishJob(ctx context.Context, tx *sql.Tx, requestID int64, result pipelines.TaskResult, now time.Time) error {
+	if _, err := tx.ExecContext(ctx, "UPDATE jobs SET finish_time = ?, result = ? WHERE request_id = ?",
+		unixNano(now), string(result), requestID); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, "DELETE FROM messages WHERE request_id = ?", requestID)
+	return err
 }
 
 // CancelJob implements Store.
@@ -824,11 +830,7 @@ func (s *SQLite) CancelJob(ctx context.Context, requestID int64, cancel Message,
 		case j.Finished():
 			return fmt.Errorf("job request %d already finished: %w", requestID, ErrConflict)
 		case j.StartTime.IsZero():
-			if _, err := tx.ExecContext(ctx, "UPDATE jobs SET finish_time = ?, result = ? WHERE request_id = ?",
-				unixNano(now), string(pipelines.ResultCanceled), requestID); err != nil {
-				return err
-			}
-			if _, err := tx.ExecContext(ctx, "DELETE FROM messages WHERE request_id = ?", requestID); err != nil {
+			if err := finishJob(ctx, tx, requestID, pipelines.ResultCanceled, now); err != nil {
 				return err
 			}
 		case j.CancelTime.IsZero():
