@@ -32,6 +32,7 @@ type queueWatchers struct {
 
 	mu      sync.Mutex
 	ctx     context.Context // nil until Start
+	started chan struct{}   // closed once Start has set ctx
 	watches map[types.NamespacedName]*queueWatch
 	wg      sync.WaitGroup
 }
@@ -54,6 +55,7 @@ func newQueueWatchers() *queueWatchers {
 	return &queueWatchers{
 		events:  make(chan event.GenericEvent, 1024),
 		watches: map[types.NamespacedName]*queueWatch{},
+		started: make(chan struct{}),
 	}
 }
 
@@ -62,6 +64,7 @@ func (w *queueWatchers) Start(ctx context.Context) error {
 	w.mu.Lock()
 	w.ctx = ctx
 	w.mu.Unlock()
+	close(w.started)
 	<-ctx.Done()
 	w.mu.Lock()
 	for k, qw := range w.watches {

@@ -45,11 +45,10 @@ func TestQueueWatchWakesThePoolAndFallsBackOn404(t *testing.T) {
 	pool := &agentryv1.AgentPool{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "linux"}}
 	srv := &watchServer{answers: make(chan watchAnswer)}
 	// Queue starts watches only once the manager has started the watchers.
-	for started := false; !started; {
-		w.mu.Lock()
-		started = w.ctx != nil
-		w.mu.Unlock()
-		time.Sleep(time.Millisecond)
+	select {
+	case <-w.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the queue watchers did not start")
 	}
 	if _, current, _ := w.Queue(pool, srv, "token", 1); current {
 		t.Fatal("the queue is current before the watch answered")
