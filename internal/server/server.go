@@ -114,26 +114,21 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Log.GetSink() == nil {
 		cfg.Log = logr.Discard()
 	}
-	if cfg.LongPoll <= 0 {
-		cfg.LongPoll = DefaultLongPoll
-	}
-	if cfg.ListenerTokenLifetime <= 0 {
-		cfg.ListenerTokenLifetime = DefaultListenerTokenLifetime
-	}
-	if cfg.JobLock <= 0 {
-		cfg.JobLock = DefaultJobLock
-	}
-	if cfg.SessionIdleTimeout <= 0 {
-		cfg.SessionIdleTimeout = DefaultSessionIdleTimeout
-	}
-	if cfg.LockGrace <= 0 {
-		cfg.LockGrace = DefaultLockGrace
-	}
-	if cfg.CancelTimeout <= 0 {
-		cfg.CancelTimeout = DefaultCancelTimeout
-	}
-	if cfg.SweepInterval <= 0 {
-		cfg.SweepInterval = DefaultSweepInterval
+	for _, d := range []struct {
+		field    *time.Duration
+		fallback time.Duration
+	}{
+		{&cfg.LongPoll, DefaultLongPoll},
+		{&cfg.ListenerTokenLifetime, DefaultListenerTokenLifetime},
+		{&cfg.JobLock, DefaultJobLock},
+		{&cfg.SessionIdleTimeout, DefaultSessionIdleTimeout},
+		{&cfg.LockGrace, DefaultLockGrace},
+		{&cfg.CancelTimeout, DefaultCancelTimeout},
+		{&cfg.SweepInterval, DefaultSweepInterval},
+	} {
+		if *d.field <= 0 {
+			*d.field = d.fallback
+		}
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
