@@ -44,6 +44,10 @@ func main() {
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	if cfg.kubeQPS <= 0 || cfg.kubeBurst <= 0 {
+		fmt.Fprintf(os.Stderr, "agentry-manager: --kube-api-qps (%g) and --kube-api-burst (%d) must be positive\n", cfg.kubeQPS, cfg.kubeBurst)
+		os.Exit(2)
+	}
 
 	if err := run(ctrl.SetupSignalHandler(), ctrl.GetConfigOrDie(), cfg); err != nil {
 		ctrl.Log.Error(err, "Manager stopped")
