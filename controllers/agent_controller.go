@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -52,8 +53,10 @@ type AgentReconciler struct {
 	// APIReader reads without the cache: Secrets, which are not cached, and a
 	// pod the cache does not show yet.
 	APIReader client.Reader
-	Recorder  events.EventRecorder
-	Connect   Connector
+	// Credentials reads the pools' admin tokens.
+	Credentials *credentials
+	Recorder    events.EventRecorder
+	Connect     Connector
 	// Keys hands out agent keys; nil makes each one on demand.
 	Keys KeySource
 	// Now is the clock; nil is time.Now.
@@ -276,7 +279,7 @@ func (r *AgentReconciler) hasCredentials(ctx context.Context, agent *agentryv1.A
 // register registers the agent with a fresh key and writes its Secret.
 func (r *AgentReconciler) register(ctx context.Context, agent *agentryv1.Agent, pool *agentryv1.AgentPool) (ctrl.Result, error) {
 	log := ctrl.LoggerFrom(ctx)
-	server, err := serverFor(ctx, r.APIReader, r.Connect, pool)
+	server, err := r.Credentials.server(ctx, r.Connect, pool)
 	if err != nil {
 		return r.registrationFailed(agent, err)
 	}
@@ -342,7 +345,8 @@ func (r *AgentReconciler) register(ctx context.Context, agent *agentryv1.Agent, 
 // registerAgent registers name with key's public half. An agent of that name
 // that already exists is ours from a reconcile that did not get to record it
 // (the operator stopped in between); it is replaced, so there is never more
-// than one registration per Agent.
+// than one registration per Agent. The common case, a new name, costs one
+// call.
 func registerAgent(ctx context.Context, server Server, poolID int, name string, key *rsa.PrivateKey, capabilities map[string]string) (*pipelines.TaskAgent, error) {
 	pub := agentcrypto.PublicKeyOf(&key.PublicKey)
 	want := pipelines.TaskAgent{
@@ -353,25 +357,9 @@ func registerAgent(ctx context.Context, server Server, poolID int, name string, 
 		Authorization:     &pipelines.TaskAgentAuthorization{PublicKey: &pub},
 		UserCapabilities:  capabilities,
 	}
-	existing, err := server.ListAgents(ctx, poolID, name)
-	if err != nil {
-		return nil, fmt.Errorf("looking up agent %q: %w", name, err)
-	}
-	var got *pipelines.TaskAgent
-	for _, a := range existing {
-		if strings.EqualFold(a.Name, name) && a.ID != 0 {
-			want.ID = a.ID
-			break
-		}
-	}
-	if want.ID != 0 {
-		got, err = server.ReplaceAgent(ctx, poolID, want)
-		if pipelines.StatusCode(err) == http.StatusNotFound {
-			want.ID = 0
-			got, err = server.AddAgent(ctx, poolID, want)
-		}
-	} else {
-		got, err = server.AddAgent(ctx, poolID, want)
+	got, err := server.AddAgent(ctx, poolID, want)
+	if pipelines.IsTypeKey(err, pipelines.TypeKeyAgentExists) {
+		got, err = replaceAgent(ctx, server, poolID, want)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("registering agent %q: %w", name, err)
@@ -380,6 +368,29 @@ func registerAgent(ctx context.Context, server Server, poolID int, name string, 
 		return nil, fmt.Errorf("registering agent %q: the server answered without an id, client id or authorization URL", name)
 	}
 	return got, nil
+}
+
+// replaceAgent gives the existing registration named want.Name want's key
+// and capabilities.
+func replaceAgent(ctx context.Context, server Server, poolID int, want pipelines.TaskAgent) (*pipelines.TaskAgent, error) {
+	existing, err := server.ListAgents(ctx, poolID, want.Name)
+	if err != nil {
+		return nil, fmt.Errorf("looking up the existing agent: %w", err)
+	}
+	for _, a := range existing {
+		if strings.EqualFold(a.Name, want.Name) && a.ID != 0 {
+			want.ID = a.ID
+			got, err := server.ReplaceAgent(ctx, poolID, want)
+			if pipelines.StatusCode(err) == http.StatusNotFound {
+				// Deleted in between: the name is free again.
+				want.ID = 0
+				return server.AddAgent(ctx, poolID, want)
+			}
+			return got, err
+		}
+	}
+	// Gone in between.
+	return server.AddAgent(ctx, poolID, want)
 }
 
 func (r *AgentReconciler) registrationFailed(agent *agentryv1.Agent, err error) (ctrl.Result, error) {
@@ -455,20 +466,36 @@ func (r *AgentReconciler) finish(ctx context.Context, agent, before *agentryv1.A
 	if err := r.deregister(ctx, agent); err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.patchStatus(ctx, agent, before); err != nil {
-		return ctrl.Result{}, err
-	}
-	if err := r.deleteDependents(ctx, agent); err != nil {
-		return ctrl.Result{}, err
-	}
 	if c := meta.FindStatusCondition(agent.Status.Conditions, agentryv1.AgentStartedCondition); c != nil &&
 		c.Status == metav1.ConditionFalse && agent.Status.Phase == agentryv1.AgentFailed && agent.Status.CompletionTime != nil {
 		if left := agent.Status.CompletionTime.Add(failedAgentRetention).Sub(r.now()); left > 0 {
+			if err := r.patchStatus(ctx, agent, before); err != nil {
+				return ctrl.Result{}, err
+			}
+			if err := r.deleteDependents(ctx, agent); err != nil {
+				return ctrl.Result{}, err
+			}
 			return ctrl.Result{RequeueAfter: left}, nil
 		}
 	}
+	// The agent is deregistered and goes now: its final status would be
+	// written only to be deleted (a failure before this point records it).
+	if err := r.deleteDependents(ctx, agent); err != nil {
+		return ctrl.Result{}, err
+	}
 	ctrl.LoggerFrom(ctx).Info("Deleting the finished agent", "phase", agent.Status.Phase)
-	return ctrl.Result{}, client.IgnoreNotFound(r.Delete(ctx, agent))
+	if err := r.Delete(ctx, agent); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	// Deregistered and its dependents deleted: the finalizer has done its
+	// work, and removing it here saves a reconcile of the deletion.
+	patch := client.MergeFrom(agent.DeepCopy())
+	controllerutil.RemoveFinalizer(agent, agentryv1.DeregisterFinalizer)
+	if err := r.Patch(ctx, agent, patch); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	agent.Status.DeepCopyInto(&before.Status) // gone: no status to write
+	return ctrl.Result{}, nil
 }
 
 // reconcileDelete deregisters the agent, deletes its Secret and pod and
@@ -506,7 +533,7 @@ func (r *AgentReconciler) deregister(ctx context.Context, agent *agentryv1.Agent
 	err := r.Get(ctx, client.ObjectKey{Namespace: agent.Namespace, Name: agent.Spec.PoolName}, pool)
 	var server Server
 	if err == nil {
-		server, err = serverFor(ctx, r.APIReader, r.Connect, pool)
+		server, err = r.Credentials.server(ctx, r.Connect, pool)
 	}
 	if apierrors.IsNotFound(err) || errors.Is(err, errNoCredentials) {
 		// Nothing can reach the server any more (the pool or its token is
@@ -571,26 +598,37 @@ func (r *AgentReconciler) deregister(ctx context.Context, agent *agentryv1.Agent
 	return nil
 }
 
-// deleteDependents deletes the agent's Secret and pod. Owner references
-// would have the garbage collector do it too; doing it here leaves nothing
-// behind where no collector runs, and frees the key at once.
+// deleteDependents deletes the agent's Secret and pod, both at once. Owner
+// references would have the garbage collector do it too; doing it here
+// leaves nothing behind where no collector runs, and frees the key at once.
 func (r *AgentReconciler) deleteDependents(ctx context.Context, agent *agentryv1.Agent) error {
 	key := metav1.ObjectMeta{Name: agent.Name, Namespace: agent.Namespace}
-	for _, obj := range []client.Object{&corev1.Secret{ObjectMeta: key}, &corev1.Pod{ObjectMeta: key}} {
-		if err := r.deleteOwned(ctx, agent, obj); err != nil {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return r.deleteOwned(gctx, agent, &corev1.Secret{ObjectMeta: key}, r.APIReader) })
+	g.Go(func() error {
+		// Agent pods are cached; a pod the cache does not show is looked
+		// for on the API server.
+		return r.deleteOwned(gctx, agent, &corev1.Pod{ObjectMeta: key}, r.Client, r.APIReader)
+	})
+	return g.Wait()
+}
+
+// deleteOwned deletes obj if agent controls it, reading it from the first
+// reader that has it; the UID precondition keeps a same-named replacement
+// made in between safe.
+func (r *AgentReconciler) deleteOwned(ctx context.Context, agent *agentryv1.Agent, obj client.Object, readers ...client.Reader) error {
+	found := false
+	for _, reader := range readers {
+		err := reader.Get(ctx, client.ObjectKeyFromObject(obj), obj)
+		if err == nil {
+			found = true
+			break
+		}
+		if !apierrors.IsNotFound(err) {
 			return err
 		}
 	}
-	return nil
-}
-
-// deleteOwned deletes obj if agent controls it; the UID precondition keeps a
-// same-named replacement made in between safe.
-func (r *AgentReconciler) deleteOwned(ctx context.Context, agent *agentryv1.Agent, obj client.Object) error {
-	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
-		return client.IgnoreNotFound(err)
-	}
-	if !metav1.IsControlledBy(obj, agent) {
+	if !found || !metav1.IsControlledBy(obj, agent) || !obj.GetDeletionTimestamp().IsZero() {
 		return nil
 	}
 	err := r.Delete(ctx, obj, client.Preconditions{UID: ptr.To(obj.GetUID())})

@@ -58,8 +58,10 @@ type AgentPoolReconciler struct {
 	// APIReader reads without the cache: Secrets, which are not cached, and
 	// the pool's Agents, which must include the ones created a moment ago.
 	APIReader client.Reader
-	Recorder  events.EventRecorder
-	Connect   Connector
+	// Credentials reads the pools' admin tokens.
+	Credentials *credentials
+	Recorder    events.EventRecorder
+	Connect     Connector
 	// Watches runs the queue watches; nil polls always.
 	Watches *queueWatchers
 	// Now is the clock; nil is time.Now.
@@ -186,7 +188,7 @@ func (r *AgentPoolReconciler) reconcileAgents(ctx context.Context, pool *agentry
 	interval := durationOr(pool.Spec.PollInterval, agentryv1.DefaultPollInterval)
 	retry := ctrl.Result{RequeueAfter: max(interval, serverRetryInterval)}
 
-	token, err := poolToken(ctx, r.APIReader, pool)
+	token, err := r.Credentials.token(ctx, pool)
 	if err != nil {
 		setServerUnreachable(pool, err)
 		log.Info("Cannot read the pool's credentials", "error", err.Error())
@@ -226,9 +228,6 @@ func (r *AgentPoolReconciler) reconcileAgents(ctx context.Context, pool *agentry
 	}
 	caps := poolCapabilities(pool)
 	tally := scaling.Count(requests, agentStates(agents), caps.Satisfy)
-	if err := r.recordJobRequests(ctx, pool, agents, tally.JobRequests, requests, now); err != nil {
-		return ctrl.Result{}, err
-	}
 	if err := r.collectOrphans(ctx, pool, server, poolID, agents, now); err != nil {
 		// Orphans are collected next time; demand must not wait for them.
 		log.Info("Cannot look for orphaned registrations", "error", err.Error())
@@ -277,6 +276,12 @@ func (r *AgentPoolReconciler) reconcileAgents(ctx context.Context, pool *agentry
 	setCounts(pool, tally, created)
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("creating agent: %w", err)
+	}
+
+	// Busy agents are recorded after the burst's Agents are created: they
+	// are running already, the waiting jobs are not.
+	if err := r.recordJobRequests(ctx, pool, agents, tally.JobRequests, requests, now); err != nil {
+		return ctrl.Result{}, err
 	}
 
 	if created == 0 {
@@ -434,16 +439,15 @@ func (r *AgentPoolReconciler) ownedAgents(ctx context.Context, pool *agentryv1.A
 // queue once for all its agents.
 func (r *AgentPoolReconciler) recordJobRequests(ctx context.Context, pool *agentryv1.AgentPool, agents []agentryv1.Agent,
 	jobs map[int]int64, requests []pipelines.TaskAgentJobRequest, now time.Time) error {
+	// A burst's agents take their jobs at about the same time; recording
+	// them one after another would hold this reconcile, and the next
+	// burst's starts, for a round trip or two per agent.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(createConcurrency)
 	for i := range agents {
 		a := &agents[i]
 		job, ok := jobs[int(a.Status.AgentID)]
 		if !ok || a.Status.AgentID == 0 || a.Status.Phase.Finished() {
-			continue
-		}
-		if err := r.markPodBusy(ctx, a); err != nil {
-			return err
-		}
-		if a.Status.JobRequestID == job {
 			continue
 		}
 		if a.Status.JobRequestID == 0 {
@@ -451,13 +455,22 @@ func (r *AgentPoolReconciler) recordJobRequests(ctx context.Context, pool *agent
 				queuedToJobStarted.WithLabelValues(pool.Namespace, pool.Name).Observe(now.Sub(*q).Seconds())
 			}
 		}
-		patch := client.MergeFrom(a.DeepCopy())
-		a.Status.JobRequestID = job
-		if err := r.Status().Patch(ctx, a, patch); client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("recording job request of agent %s: %w", a.Name, err)
-		}
+		g.Go(func() error {
+			if err := r.markPodBusy(gctx, a); err != nil {
+				return err
+			}
+			if a.Status.JobRequestID == job {
+				return nil
+			}
+			patch := client.MergeFrom(a.DeepCopy())
+			a.Status.JobRequestID = job
+			if err := r.Status().Patch(gctx, a, patch); client.IgnoreNotFound(err) != nil {
+				return fmt.Errorf("recording job request of agent %s: %w", a.Name, err)
+			}
+			return nil
+		})
 	}
-	return nil
+	return g.Wait()
 }
 
 func queueTimeOf(requests []pipelines.TaskAgentJobRequest, id int64) *time.Time {

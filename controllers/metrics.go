@@ -33,6 +33,14 @@ var (
 		Help:    "From a waiting job's queue time to the creation of the agent pod started for it.",
 		Buckets: prometheus.ExponentialBuckets(0.05, 2, 14),
 	}, []string{"namespace", "pool"})
+	keyPoolReady = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "agentry_key_pool_ready_keys",
+		Help: "RSA agent keys made ahead and ready for registrations (--key-pool-size caps it).",
+	})
+	keyPoolMisses = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "agentry_key_pool_misses_total",
+		Help: "Registrations that found the key pool empty and made their key on the spot; a burst that raises this wants a bigger --key-pool-size.",
+	})
 	queuedToJobStarted = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "agentry_job_queued_to_started_seconds",
 		Help:    "From a job's queue time to the operator seeing one of the pool's agents hold it.",
@@ -42,7 +50,7 @@ var (
 
 func init() {
 	metrics.Registry.MustRegister(waitingJobsGauge, agentsGauge, registrationsTotal, deregistrationsTotal,
-		failuresTotal, queuedToPodCreated, queuedToJobStarted)
+		failuresTotal, queuedToPodCreated, queuedToJobStarted, keyPoolReady, keyPoolMisses)
 }
 
 // forgetPoolMetrics drops a deleted pool's gauges.

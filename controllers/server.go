@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -91,35 +92,80 @@ func (s *httpServer) ListAgentsWithCapabilities(ctx context.Context, poolID int)
 // errNoCredentials means the pool's admin token could not be read.
 var errNoCredentials = errors.New("pool credentials are not available")
 
-// serverFor reads the pool's admin token from its Secret and connects to the
-// pool's server. The Secret is read from the API server, not a cache, and the
-// token lives no longer than the returned Server.
-func serverFor(ctx context.Context, reader client.Reader, connect Connector, pool *agentryv1.AgentPool) (Server, error) {
-	token, err := poolToken(ctx, reader, pool)
+// credentialsTTL is how long a pool's admin token, once read, is used
+// without reading its Secret again: a burst of registrations reads it once,
+// not once per agent, and a rotated token is in use within this long.
+const credentialsTTL = 5 * time.Second
+
+// credentials reads pools' admin tokens from their Secrets, from the API
+// server (the manager neither lists nor watches Secrets), and keeps each in
+// memory for ttl. A failed read is not kept.
+type credentials struct {
+	reader client.Reader
+	ttl    time.Duration
+	now    func() time.Time
+
+	mu     sync.Mutex
+	tokens map[credentialsKey]cachedToken
+}
+
+type credentialsKey struct{ namespace, name, key string }
+
+type cachedToken struct {
+	token  string
+	readAt time.Time
+}
+
+func newCredentials(reader client.Reader, ttl time.Duration) *credentials {
+	return &credentials{reader: reader, ttl: ttl, now: time.Now, tokens: map[credentialsKey]cachedToken{}}
+}
+
+// server connects to the pool's server with the pool's admin token.
+func (c *credentials) server(ctx context.Context, connect Connector, pool *agentryv1.AgentPool) (Server, error) {
+	token, err := c.token(ctx, pool)
 	if err != nil {
 		return nil, err
 	}
 	return connect(pool.Spec.Server, token), nil
 }
 
-func poolToken(ctx context.Context, reader client.Reader, pool *agentryv1.AgentPool) (string, error) {
+// token returns the pool's admin token.
+func (c *credentials) token(ctx context.Context, pool *agentryv1.AgentPool) (string, error) {
 	ref := pool.Spec.Server.CredentialsSecretRef
-	key := ref.Key
-	if key == "" {
-		key = agentryv1.DefaultCredentialsKey
+	k := credentialsKey{namespace: pool.Namespace, name: ref.Name, key: ref.Key}
+	if k.key == "" {
+		k.key = agentryv1.DefaultCredentialsKey
+	}
+	now := c.now()
+	c.mu.Lock()
+	cached, ok := c.tokens[k]
+	c.mu.Unlock()
+	if ok && now.Sub(cached.readAt) < c.ttl {
+		return cached.token, nil
 	}
 	var secret corev1.Secret
-	if err := reader.Get(ctx, client.ObjectKey{Namespace: pool.Namespace, Name: ref.Name}, &secret); err != nil {
+	if err := c.reader.Get(ctx, client.ObjectKey{Namespace: k.namespace, Name: k.name}, &secret); err != nil {
+		c.forget(k)
 		if apierrors.IsNotFound(err) {
-			return "", fmt.Errorf("%w: Secret %q not found", errNoCredentials, ref.Name)
+			return "", fmt.Errorf("%w: Secret %q not found", errNoCredentials, k.name)
 		}
-		return "", fmt.Errorf("reading Secret %q: %w", ref.Name, err)
+		return "", fmt.Errorf("reading Secret %q: %w", k.name, err)
 	}
-	token := strings.TrimSpace(string(secret.Data[key]))
+	token := strings.TrimSpace(string(secret.Data[k.key]))
 	if token == "" {
-		return "", fmt.Errorf("%w: Secret %q has no key %q", errNoCredentials, ref.Name, key)
+		c.forget(k)
+		return "", fmt.Errorf("%w: Secret %q has no key %q", errNoCredentials, k.name, k.key)
 	}
+	c.mu.Lock()
+	c.tokens[k] = cachedToken{token: token, readAt: now}
+	c.mu.Unlock()
 	return token, nil
+}
+
+func (c *credentials) forget(k credentialsKey) {
+	c.mu.Lock()
+	delete(c.tokens, k)
+	c.mu.Unlock()
 }
 
 // serverErrorReason classifies a failed server call for a condition's Reason.

@@ -88,9 +88,11 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		watches = newQueueWatchers()
 	}
 	recorder := mgr.GetEventRecorder(EventReporter)
+	creds := newCredentials(mgr.GetAPIReader(), credentialsTTL)
 	if err := (&AgentPoolReconciler{
 		Client:              mgr.GetClient(),
 		APIReader:           mgr.GetAPIReader(),
+		Credentials:         creds,
 		Recorder:            recorder,
 		Connect:             connect,
 		Watches:             watches,
@@ -111,10 +113,11 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		keys = pool
 	}
 	return (&AgentReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Recorder:  recorder,
-		Connect:   connect,
-		Keys:      keys,
+		Client:      mgr.GetClient(),
+		APIReader:   mgr.GetAPIReader(),
+		Credentials: creds,
+		Recorder:    recorder,
+		Connect:     connect,
+		Keys:        keys,
 	}).SetupWithManager(mgr)
 }

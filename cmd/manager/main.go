@@ -21,6 +21,7 @@ import (
 
 type config struct {
 	metricsAddr string
+	pprofAddr   string
 	probeAddr   string
 	leaderElect bool
 	namespace   string
@@ -32,6 +33,7 @@ type config struct {
 func main() {
 	var cfg config
 	flag.StringVar(&cfg.metricsAddr, "metrics-bind-address", ":8080", `Address the metrics endpoint binds to; "0" disables it.`)
+	flag.StringVar(&cfg.pprofAddr, "pprof-bind-address", "0", `Address Go's pprof endpoints (/debug/pprof/) bind to, for profiling; "0" disables them.`)
 	flag.StringVar(&cfg.probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
 	flag.BoolVar(&cfg.leaderElect, "leader-elect", false, "Elect a leader, so only one of several replicas reconciles.")
 	flag.StringVar(&cfg.namespace, "namespace", "", "Watch only this namespace (default: all namespaces).")
@@ -63,6 +65,9 @@ func run(ctx context.Context, restConfig *rest.Config, cfg config) error {
 	opts := controllers.ManagerOptions(scheme, cfg.namespace)
 	opts.Metrics = metricsserver.Options{BindAddress: cfg.metricsAddr}
 	opts.HealthProbeBindAddress = cfg.probeAddr
+	if cfg.pprofAddr != "0" {
+		opts.PprofBindAddress = cfg.pprofAddr
+	}
 	opts.LeaderElection = cfg.leaderElect
 	opts.LeaderElectionID = "agentry-manager.agentry.dev"
 	// In a cluster the lease lives in the manager's own namespace; outside

@@ -15,7 +15,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -27,6 +29,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -44,6 +47,8 @@ type config struct {
 	repoRoot                    string
 	keep                        bool
 	rows                        string
+	keyPoolSize                 int
+	managerArgs                 string
 }
 
 func main() {
@@ -53,6 +58,8 @@ func main() {
 	flag.IntVar(&cfg.idleAgents, "idle-agents", 1000, "Agent objects for the memory measurement (0 skips it)")
 	flag.StringVar(&cfg.repoRoot, "repo", ".", "repository root")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the stack's work folder (logs) and print where it is")
+	flag.IntVar(&cfg.keyPoolSize, "key-pool-size", controllers.DefaultKeyPoolSize, "the manager's --key-pool-size; the burst waits until the pool is full")
+	flag.StringVar(&cfg.managerArgs, "manager-args", "", "more agentry-manager flags, space-separated")
 	flag.StringVar(&cfg.rows, "rows", "", "also write the results to this file as tab-separated rows")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -68,12 +75,14 @@ type timeline struct {
 	mu      sync.Mutex
 	added   map[string]time.Time
 	deleted map[string]time.Time
-	live    int
-	peak    int
+	// ended is when a pod was first seen Succeeded or Failed.
+	ended map[string]time.Time
+	live  int
+	peak  int
 }
 
 func follow(w watch.Interface) *timeline {
-	tl := &timeline{added: map[string]time.Time{}, deleted: map[string]time.Time{}}
+	tl := &timeline{added: map[string]time.Time{}, deleted: map[string]time.Time{}, ended: map[string]time.Time{}}
 	go func() {
 		for ev := range w.ResultChan() {
 			obj, ok := ev.Object.(metav1.Object)
@@ -82,6 +91,11 @@ func follow(w watch.Interface) *timeline {
 			}
 			now := time.Now()
 			tl.mu.Lock()
+			if pod, ok := ev.Object.(*corev1.Pod); ok && (pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed) {
+				if _, seen := tl.ended[pod.Name]; !seen {
+					tl.ended[pod.Name] = now
+				}
+			}
 			switch ev.Type {
 			case watch.Added:
 				if _, seen := tl.added[obj.GetName()]; !seen {
@@ -115,7 +129,8 @@ func run(ctx context.Context, cfg config) error {
 	} else {
 		defer os.RemoveAll(work)
 	}
-	s, err := stack.Start(ctx, stack.Options{RepoRoot: root, WorkDir: work, Progress: os.Stderr})
+	s, err := stack.Start(ctx, stack.Options{RepoRoot: root, WorkDir: work, Progress: os.Stderr,
+		ManagerArgs: append([]string{fmt.Sprintf("--key-pool-size=%d", cfg.keyPoolSize)}, strings.Fields(cfg.managerArgs)...)})
 	defer s.Stop()
 	if err != nil {
 		return err
@@ -147,6 +162,14 @@ func run(ctx context.Context, cfg config) error {
 	defer pw.Stop()
 	agents, pods := follow(aw), follow(pw)
 
+	// The burst meets a warmed manager, as one that has been running for a
+	// while: its key pool is full.
+	if cfg.keyPoolSize > 0 {
+		fmt.Fprintf(os.Stderr, "waiting for the manager's %d ready keys\n", cfg.keyPoolSize)
+		if err := waitForKeys(ctx, s.MetricsURL, cfg.keyPoolSize); err != nil {
+			return err
+		}
+	}
 	fmt.Fprintf(os.Stderr, "queueing %d jobs\n", cfg.jobs)
 	burstStart := time.Now()
 	ids := make([]int64, cfg.jobs)
@@ -195,6 +218,8 @@ func run(ctx context.Context, cfg config) error {
 	// (any idle agent takes any job, so this is what a job waited for a
 	// pod), and from its finish to its agent's removal.
 	var toPod, toRemoved []time.Duration
+	// The stages, for the breakdown on stderr.
+	var toAgent, agentToPod, toPodEnded, podEndedToRemoved []time.Duration
 	succeeded := 0
 	agents.mu.Lock()
 	pods.mu.Lock()
@@ -208,8 +233,35 @@ func run(ctx context.Context, cfg config) error {
 		if at, ok := agents.deleted[j.AgentName]; ok && j.FinishTime != nil {
 			toRemoved = append(toRemoved, max(at.Sub(*j.FinishTime), 0))
 		}
+		a, aok := agents.added[j.AgentName]
+		p, pok := pods.added[j.AgentName]
+		e, eok := pods.ended[j.AgentName]
+		d, dok := agents.deleted[j.AgentName]
+		if aok && j.QueueTime != nil {
+			toAgent = append(toAgent, a.Sub(*j.QueueTime))
+		}
+		if aok && pok {
+			agentToPod = append(agentToPod, p.Sub(a))
+		}
+		if eok && j.FinishTime != nil {
+			toPodEnded = append(toPodEnded, e.Sub(*j.FinishTime))
+		}
+		if eok && dok {
+			podEndedToRemoved = append(podEndedToRemoved, d.Sub(e))
+		}
 	}
 	started, peak := len(agents.added), agents.peak
+	for _, st := range []struct {
+		name string
+		d    []time.Duration
+	}{
+		{"job queued → its Agent created", toAgent},
+		{"Agent created → pod created", agentToPod},
+		{"job finished → pod seen ended", toPodEnded},
+		{"pod seen ended → Agent removed", podEndedToRemoved},
+	} {
+		fmt.Fprintf(os.Stderr, "stage %-32s p50 %-8s p99 %s\n", st.name, pct(st.d, 50), pct(st.d, 99))
+	}
 	agents.mu.Unlock()
 	pods.mu.Unlock()
 
@@ -328,6 +380,47 @@ spec:
 	took := time.Since(start)
 	pid := s.PID("agentry-manager")
 	return idleMemory{agents: n, took: took, rss: rss(pid), hwm: hwm(pid)}, nil
+}
+
+// waitForKeys waits until the manager's metrics say its key pool holds n
+// keys.
+func waitForKeys(ctx context.Context, metricsURL string, n int) error {
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		ready, err := gauge(ctx, metricsURL, "agentry_key_pool_ready_keys")
+		if err == nil && ready >= float64(n) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the manager's key pool has %v of %d keys after 3 minutes (last error: %v)", ready, n, err)
+		}
+		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// gauge reads one unlabelled metric from a Prometheus text endpoint.
+func gauge(ctx context.Context, url, name string) (float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, fmt.Errorf("%s not in %s", name, url)
 }
 
 func pct(d []time.Duration, p int) string {

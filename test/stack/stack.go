@@ -53,15 +53,19 @@ type Options struct {
 	PoolName string
 	// Progress, if set, receives one line per step.
 	Progress io.Writer
+	// ManagerArgs are extra agentry-manager flags.
+	ManagerArgs []string
 }
 
 // Stack is a running agentry installation.
 type Stack struct {
-	opts       Options
-	Cluster    *cluster.Cluster
-	Kube       kubernetes.Interface
-	BinDir     string
-	ServerURL  string
+	opts      Options
+	Cluster   *cluster.Cluster
+	Kube      kubernetes.Interface
+	BinDir    string
+	ServerURL string
+	// MetricsURL is agentry-manager's Prometheus endpoint.
+	MetricsURL string
 	AdminToken string
 	Jobs       jobapi.Client
 	Admin      *pipelines.Client
@@ -249,11 +253,17 @@ func (s *Stack) startManager(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.spawn("agentry-manager", nil,
+	metricsPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	s.MetricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
+	args := append([]string{
 		"--kubeconfig", s.Cluster.Kubeconfig,
-		"--metrics-bind-address", "0",
+		"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", metricsPort),
 		"--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", probePort),
-	); err != nil {
+	}, s.opts.ManagerArgs...)
+	if _, err := s.spawn("agentry-manager", nil, args...); err != nil {
 		return err
 	}
 	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort)
