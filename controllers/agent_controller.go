@@ -128,6 +128,11 @@ func (r *AgentReconciler) reconcileNormal(ctx context.Context, agent, before *ag
 		return r.observePod(ctx, agent, before, pod)
 	}
 	if agent.Status.PodName != "" {
+		// The cache may show an Agent that finish already deleted, with the
+		// pod it deleted first: only a live Agent lost its pod.
+		if live, err := r.stillLive(ctx, agent); err != nil || !live {
+			return ctrl.Result{}, err
+		}
 		// The pod existed and is gone: whoever removed it also took the job.
 		// Deregistering now ends (or re-queues) that job on the server.
 		setFinished(agent, agentryv1.AgentFailed)
@@ -166,6 +171,21 @@ func (r *AgentReconciler) reconcileNormal(ctx context.Context, agent, before *ag
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{RequeueAfter: durationOr(pool.Spec.StartupTimeout, agentryv1.DefaultStartupTimeout)}, nil
+}
+
+// stillLive reports whether the API server has the Agent as the cache
+// showed it, not deleted or being deleted. When it does not, the status is
+// not to be written: the reconcile that follows the change does the work.
+func (r *AgentReconciler) stillLive(ctx context.Context, agent *agentryv1.Agent) (bool, error) {
+	var fresh agentryv1.Agent
+	err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(agent), &fresh)
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading agent: %w", err)
+	}
+	return fresh.UID == agent.UID && fresh.DeletionTimestamp.IsZero() && fresh.ResourceVersion == agent.ResourceVersion, nil
 }
 
 // getPod finds the agent's pod, asking the API server when the cache does

@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	agentryv1 "github.com/agentry-dev/agentry/api/v1alpha1"
@@ -81,6 +82,9 @@ func (r *AgentPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// deletion, phase or registration, not each condition it records.
 		Owns(&agentryv1.Agent{}, builder.WithPredicates(agentCountChanged)).
 		Owns(&policyv1.PodDisruptionBudget{}).
+		// An agent pod that ended frees its place at once, before its Agent
+		// is updated or deleted.
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(poolOfPod), builder.WithPredicates(podEndedNow)).
 		Named("agentpool")
 	if r.Watches != nil {
 		if err := mgr.Add(r.Watches); err != nil {
@@ -104,6 +108,27 @@ var agentCountChanged = predicate.Funcs{
 			before.DeletionTimestamp.IsZero() != after.DeletionTimestamp.IsZero() ||
 			meta.IsStatusConditionTrue(before.Status.Conditions, agentryv1.AgentRegisteredCondition) !=
 				meta.IsStatusConditionTrue(after.Status.Conditions, agentryv1.AgentRegisteredCondition)
+	},
+}
+
+// poolOfPod maps an agent pod to its pool.
+func poolOfPod(_ context.Context, o client.Object) []reconcile.Request {
+	pool := o.GetLabels()[agentryv1.PoolLabel]
+	if pool == "" || o.GetLabels()[agentryv1.AgentLabel] == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: pool}}}
+}
+
+// podEndedNow passes only the update in which a pod ends.
+var podEndedNow = predicate.Funcs{
+	CreateFunc:  func(event.CreateEvent) bool { return false },
+	DeleteFunc:  func(event.DeleteEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		before, ok1 := e.ObjectOld.(*corev1.Pod)
+		after, ok2 := e.ObjectNew.(*corev1.Pod)
+		return ok1 && ok2 && !podEnded(before) && podEnded(after)
 	},
 }
 
@@ -226,16 +251,39 @@ func (r *AgentPoolReconciler) reconcileAgents(ctx context.Context, pool *agentry
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	ended, err := r.endedPods(ctx, pool)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	states := agentStates(agents, ended)
 	caps := poolCapabilities(pool)
-	tally := scaling.Count(requests, agentStates(agents), caps.Satisfy)
+	tally := scaling.Count(requests, states, caps.Satisfy)
 	if err := r.collectOrphans(ctx, pool, server, poolID, agents, now); err != nil {
 		// Orphans are collected next time; demand must not wait for them.
 		log.Info("Cannot look for orphaned registrations", "error", err.Error())
 	}
 
-	start := 0
-	if hasAgentContainer(&pool.Spec.Template) {
-		start = scaling.Decide(tally.Waiting, int(pool.Spec.MinIdle), int(maxAgents(pool)), tally.Available(), tally.Total)
+	decide := func() int {
+		if !hasAgentContainer(&pool.Spec.Template) {
+			return 0
+		}
+		return scaling.Decide(tally.Waiting, int(pool.Spec.MinIdle), int(maxAgents(pool)), tally.Available(), tally.Total)
+	}
+	start := decide()
+	if start > 0 && watching {
+		// The watch's snapshot was taken before the Agents were listed: a job
+		// that an agent took, ran and left with in between looks waiting there,
+		// with no agent for it. Agents are started on a queue read after the
+		// list.
+		state, err := server.WatchQueue(ctx, poolID, 0, 0) // revision 0: the queue now
+		if err != nil {
+			setServerUnreachable(pool, err)
+			log.Info("Cannot read the pool's job queue", "poolId", poolID, "error", err.Error())
+			return retry, nil
+		}
+		requests = state.JobRequests
+		tally = scaling.Count(requests, states, caps.Satisfy)
+		start = decide()
 	}
 	if start > 0 {
 		failures, last, reason := startFailures(agents)
@@ -346,12 +394,32 @@ func userCapabilities(pool *agentryv1.AgentPool) map[string]string {
 
 func poolMarker(pool *agentryv1.AgentPool) string { return pool.Namespace + "/" + pool.Name }
 
+// endedPods returns the names of the pool's agent pods that have ended,
+// from the cache: the pod says so before its Agent does.
+func (r *AgentPoolReconciler) endedPods(ctx context.Context, pool *agentryv1.AgentPool) (map[string]bool, error) {
+	var pods corev1.PodList
+	if err := r.List(ctx, &pods, client.InNamespace(pool.Namespace), client.MatchingLabels{agentryv1.PoolLabel: pool.Name}); err != nil {
+		return nil, fmt.Errorf("listing agent pods: %w", err)
+	}
+	ended := map[string]bool{}
+	for _, p := range pods.Items {
+		if podEnded(&p) {
+			ended[p.Name] = true
+		}
+	}
+	return ended, nil
+}
+
+func podEnded(p *corev1.Pod) bool {
+	return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+}
+
 // agentStates describes the pool's Agents for the scaling math. An Agent
-// whose pod ended still takes room until it is gone: it may still be
-// registered, and maxAgents caps Agent objects, not just pods. Only an
-// Agent kept after it failed to start (deregistered, without pod) counts
-// for nothing.
-func agentStates(agents []agentryv1.Agent) []scaling.AgentState {
+// whose pod ended (endedPods names the pods) still takes room until it is
+// gone: it may still be registered, and maxAgents caps Agent objects, not
+// just pods. Only an Agent kept after it failed to start (deregistered,
+// without pod) counts for nothing.
+func agentStates(agents []agentryv1.Agent, endedPods map[string]bool) []scaling.AgentState {
 	states := make([]scaling.AgentState, len(agents))
 	for i, a := range agents {
 		states[i] = scaling.AgentState{
@@ -359,7 +427,9 @@ func agentStates(agents []agentryv1.Agent) []scaling.AgentState {
 			AgentID:  int(a.Status.AgentID),
 			Running:  a.Status.Phase == agentryv1.AgentRunning,
 			Finished: retainedStartFailure(&a),
-			Deleting: !a.DeletionTimestamp.IsZero() || a.Status.Phase.Finished(),
+			Deleting: !a.DeletionTimestamp.IsZero() || a.Status.Phase.Finished() ||
+				(a.Status.PodName != "" && endedPods[a.Status.PodName]),
+			HeldJob: a.Status.JobRequestID,
 		}
 		if a.Status.StartTime != nil {
 			states[i].RunningSince = a.Status.StartTime.Time

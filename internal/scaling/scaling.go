@@ -37,6 +37,10 @@ type AgentState struct {
 	// Deleting is true when the agent is being deleted: it still counts
 	// towards the total (its pod may run) but is no longer available.
 	Deleting bool
+	// HeldJob is the job request the agent was seen holding, 0 if none. An
+	// ephemeral agent runs one job: once that job is no longer unfinished,
+	// the agent is spent, on its way out, even before its pod has ended.
+	HeldJob int64
 }
 
 // Tally is a pool's demand and supply at one moment.
@@ -72,10 +76,21 @@ func (t Tally) Available() int { return t.Starting + t.Idle }
 // agents meet the request's demands.
 func Count(requests []pipelines.TaskAgentJobRequest, agents []AgentState, matches func(demands []string) bool) Tally {
 	t := Tally{JobRequests: map[int]int64{}}
+	unfinished := map[int64]bool{}
+	// spent are the agents a finished request names (a queue that lists
+	// finished requests, as Azure DevOps' does, tells who ran them).
+	spent := map[int]bool{}
 	for i := range requests {
 		r := &requests[i]
+		finished := r.FinishTime != nil || r.Result != nil
+		if !finished {
+			unfinished[r.RequestID] = true
+		}
 		switch {
-		case r.FinishTime != nil || r.Result != nil:
+		case finished:
+			if r.ReservedAgent != nil && r.ReservedAgent.ID != 0 {
+				spent[r.ReservedAgent.ID] = true
+			}
 		case r.ReservedAgent != nil && r.ReservedAgent.ID != 0:
 			t.JobRequests[r.ReservedAgent.ID] = r.RequestID
 		case r.ReceiveTime != nil:
@@ -95,8 +110,8 @@ func Count(requests []pipelines.TaskAgentJobRequest, agents []AgentState, matche
 		switch {
 		case a.AgentID != 0 && busy:
 			t.Busy++
-		case a.Deleting:
-			// Neither available nor known to be busy: it only takes room.
+		case a.Deleting || (a.HeldJob != 0 && !unfinished[a.HeldJob]) || (a.AgentID != 0 && spent[a.AgentID]):
+			// Neither available nor busy: it only takes room.
 		case !a.Running:
 			t.Starting++
 		default:

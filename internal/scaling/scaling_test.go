@@ -95,10 +95,22 @@ func TestCount(t *testing.T) {
 			want:     Tally{Waiting: 2, Unmatched: 1, JobRequests: map[int]int64{}},
 		},
 		{
-			name:     "finished requests count for nothing",
-			requests: []pipelines.TaskAgentJobRequest{finished(1, 7)},
-			agents:   []AgentState{{AgentID: 7, Running: true}},
-			want:     Tally{Idle: 1, Total: 1, JobRequests: map[int]int64{}, IdleAgents: []AgentState{{AgentID: 7, Running: true}}},
+			name:     "finished requests are no demand, and the agent that ran one is spent",
+			requests: []pipelines.TaskAgentJobRequest{finished(1, 7), finished(2, 99)},
+			agents:   []AgentState{{AgentID: 7, Running: true}, {AgentID: 8, Running: true}},
+			want: Tally{Idle: 1, Total: 2, JobRequests: map[int]int64{},
+				IdleAgents: []AgentState{{AgentID: 8, Running: true}}},
+		},
+		{
+			// The queue watch lists unfinished requests only: an agent seen
+			// holding a job that has left the queue ran it and is on its way
+			// out, pod still running or not.
+			name:     "an agent whose held job left the queue is spent",
+			requests: []pipelines.TaskAgentJobRequest{waiting(2), running(3, 9)},
+			agents: []AgentState{{AgentID: 7, Running: true, HeldJob: 1}, {AgentID: 8, Running: true},
+				{AgentID: 9, Running: true, HeldJob: 3}},
+			want: Tally{Waiting: 1, Idle: 1, Busy: 1, Total: 3, JobRequests: map[int]int64{9: 3},
+				IdleAgents: []AgentState{{AgentID: 8, Running: true}}},
 		},
 		{
 			name:   "finished agents count for nothing",

@@ -170,8 +170,12 @@ func Start(ctx context.Context, opts Options) (cl *Cluster, retErr error) {
 		name string
 		args []string
 	}{
-		{scheduler, []string{"--kubeconfig=" + c.Kubeconfig, "--leader-elect=false", "--secure-port=0"}},
+		// Their default client rate limits (50 and 20 queries/s) would pace a
+		// burst of 100 agent pods, not the operator being tested.
+		{scheduler, []string{"--kubeconfig=" + c.Kubeconfig, "--leader-elect=false", "--secure-port=0",
+			"--kube-api-qps=1000", "--kube-api-burst=2000"}},
 		{controllerManager, []string{"--kubeconfig=" + c.Kubeconfig, "--leader-elect=false", "--secure-port=0",
+			"--kube-api-qps=1000", "--kube-api-burst=2000",
 			"--controllers=garbagecollector,namespace", "--use-service-account-credentials=false"}},
 	} {
 		if err := c.startChild(ch.name, ch.args); err != nil {

@@ -40,6 +40,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
+	"k8s.io/client-go/util/workqueue"
 )
 
 // Config describes a process-backed node.
@@ -195,6 +196,14 @@ func (n *Node) Run(ctx context.Context) (retErr error) {
 			return p, nil, nil // nil: the naive node provider marks the node Ready once registered
 		},
 		nodeutil.WithClient(cfg.Client),
+		// virtual-kubelet's default queues take 10 pods a second after a
+		// burst of 100 tokens; a real kubelet is not paced like that.
+		nodeutil.WithPodControllerConfigOverrides(func(pc *node.PodControllerConfig) error {
+			pc.SyncPodsFromKubernetesRateLimiter = podQueueRateLimiter()
+			pc.DeletePodsFromKubernetesRateLimiter = podQueueRateLimiter()
+			pc.SyncPodStatusFromProviderRateLimiter = podQueueRateLimiter()
+			return nil
+		}),
 		func(nc *nodeutil.NodeConfig) error {
 			nc.HTTPListenAddr = listener.Addr().String() // nodeutil serves nothing itself: no TLSConfig
 			nc.NodeSpec = nodeSpec(cfg, port)
@@ -382,4 +391,10 @@ func (v vkLogger) WithFields(f log.Fields) log.Logger {
 		kv = append(kv, k, fmt.Sprint(f[k]))
 	}
 	return vkLogger{v.l.WithValues(kv...)}
+}
+
+// podQueueRateLimiter retries a failing pod with backoff, as virtual-kubelet's
+// default does, without its overall limit of 10 pods a second.
+func podQueueRateLimiter() workqueue.TypedRateLimiter[any] {
+	return workqueue.NewTypedItemExponentialFailureRateLimiter[any](5*time.Millisecond, 1000*time.Second)
 }

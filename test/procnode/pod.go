@@ -353,7 +353,8 @@ func (r *podRun) exited(c *containerRun, ps *os.ProcessState, startedAt metav1.T
 	c.state = corev1.ContainerState{Terminated: t}
 	r.mu.Unlock()
 	close(c.exited)
-	r.p.log.V(1).Info("Container exited", "pod", r.key, "container", c.spec.Name, "pid", c.pid, "exitCode", t.ExitCode)
+	r.p.log.V(1).Info("Container exited", "pod", r.key, "container", c.spec.Name, "pid", c.pid, "exitCode", t.ExitCode,
+		"cpu", (ps.UserTime() + ps.SystemTime()).String())
 	r.notify()
 }
 
