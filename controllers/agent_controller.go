@@ -18,9 +18,12 @@ import (
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	agentryv1 "github.com/agentry-dev/agentry/api/v1alpha1"
@@ -44,6 +47,9 @@ const (
 	// is kept, deregistered and without pod, after it failed: `kubectl get
 	// agents` shows why, and the pool backs off its starts while it is there.
 	failedAgentRetention = 10 * time.Minute
+	// agentConcurrency is how many Agents are reconciled at once: most of a
+	// registration is waiting on the server and the API server.
+	agentConcurrency = 32
 )
 
 // AgentReconciler registers an Agent with its server, writes its Secret,
@@ -73,15 +79,56 @@ func (r *AgentReconciler) now() time.Time {
 // SetupWithManager registers the reconciler.
 func (r *AgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&agentryv1.Agent{}).
-		Owns(&corev1.Pod{}).
+		// The Agent's own status writes (this reconciler's and the pool's)
+		// need no reconcile; creation, deletion (which bumps the generation)
+		// and spec changes do.
+		For(&agentryv1.Agent{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Owns(&corev1.Pod{}, builder.WithPredicates(podProgressed)).
 		Watches(&corev1.Pod{}, endedPodHandler{}).
 		Named("agent").
 		// Registration makes an RSA key and a few server and API calls; a
 		// burst of agents should not wait for each other, and an agent that
 		// finished should not wait behind a burst of registrations.
-		WithOptions(controller.Options{MaxConcurrentReconciles: 16}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: agentConcurrency}).
 		Complete(r)
+}
+
+// podProgressed passes the pod updates the Agent follows: its phase, its
+// deletion, its scheduling and its containers' waiting reasons (a failed
+// image pull). Label changes (the busy mark) and the rest pass by.
+var podProgressed = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		before, ok1 := e.ObjectOld.(*corev1.Pod)
+		after, ok2 := e.ObjectNew.(*corev1.Pod)
+		if !ok1 || !ok2 {
+			return true
+		}
+		return before.Status.Phase != after.Status.Phase ||
+			before.DeletionTimestamp.IsZero() != after.DeletionTimestamp.IsZero() ||
+			scheduledCondition(before) != scheduledCondition(after) ||
+			waitingReasons(before) != waitingReasons(after)
+	},
+}
+
+func scheduledCondition(p *corev1.Pod) string {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled {
+			return string(c.Status) + "/" + c.Reason
+		}
+	}
+	return ""
+}
+
+func waitingReasons(p *corev1.Pod) string {
+	var b strings.Builder
+	for _, list := range [][]corev1.ContainerStatus{p.Status.InitContainerStatuses, p.Status.ContainerStatuses} {
+		for _, cs := range list {
+			if w := cs.State.Waiting; w != nil {
+				b.WriteString(cs.Name + "=" + w.Reason + ";")
+			}
+		}
+	}
+	return b.String()
 }
 
 // Reconcile moves an Agent one step through its life.
@@ -158,13 +205,8 @@ func (r *AgentReconciler) reconcileNormal(ctx context.Context, agent, before *ag
 		return ctrl.Result{}, err
 	}
 	if !registered {
-		if result, err := r.register(ctx, agent, pool); err != nil || !result.IsZero() {
+		if result, err := r.register(ctx, agent, before, pool); err != nil || !result.IsZero() {
 			return result, err
-		}
-		// Record the registration before the pod exists: a pod must never
-		// mount a Secret that a later reconcile could rewrite with a new key.
-		if err := r.patchStatus(ctx, agent, before); err != nil {
-			return ctrl.Result{}, err
 		}
 	}
 	if err := r.createPod(ctx, agent, pool); err != nil {
@@ -296,8 +338,11 @@ func (r *AgentReconciler) hasCredentials(ctx context.Context, agent *agentryv1.A
 	return err == nil, err
 }
 
-// register registers the agent with a fresh key and writes its Secret.
-func (r *AgentReconciler) register(ctx context.Context, agent *agentryv1.Agent, pool *agentryv1.AgentPool) (ctrl.Result, error) {
+// register registers the agent with a fresh key, writes its Secret and
+// records the registration in the status. Both writes are done before the
+// pod exists: a pod must never mount a Secret that a later reconcile could
+// rewrite with a new key.
+func (r *AgentReconciler) register(ctx context.Context, agent, before *agentryv1.Agent, pool *agentryv1.AgentPool) (ctrl.Result, error) {
 	log := ctrl.LoggerFrom(ctx)
 	server, err := r.Credentials.server(ctx, r.Connect, pool)
 	if err != nil {
@@ -345,10 +390,6 @@ func (r *AgentReconciler) register(ctx context.Context, agent *agentryv1.Agent, 
 		},
 		Key: agentcrypto.ParametersOf(key),
 	}
-	if err := r.writeSecret(ctx, agent, files); err != nil {
-		return ctrl.Result{}, err
-	}
-
 	agent.Status.AgentID = int32(registration.ID)
 	agent.Status.PoolID = int32(poolID)
 	agent.Status.SecretName = agent.Name
@@ -357,9 +398,17 @@ func (r *AgentReconciler) register(ctx context.Context, agent *agentryv1.Agent, 
 		Type: agentryv1.AgentRegisteredCondition, Status: metav1.ConditionTrue, Reason: "Registered",
 		Message: fmt.Sprintf("Registered as agent %d in pool %d", registration.ID, poolID), ObservedGeneration: agent.Generation,
 	})
-	r.Recorder.Eventf(agent, nil, corev1.EventTypeNormal, "Registered", "Register",
-		"Registered as agent %d in server pool %q", registration.ID, pool.Spec.Server.PoolName)
-	return ctrl.Result{}, nil
+	// No Event: a burst would write one per agent for what the status
+	// and the manager's log already say. Events are for what goes wrong.
+
+	// The Secret and the status are written at once. Should either fail, the
+	// next reconcile registers again: the same registration, replaced with a
+	// new key, and the Secret rewritten before any pod mounts it.
+	owner := agent.DeepCopy()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return r.writeSecret(gctx, owner, files) })
+	g.Go(func() error { return r.patchStatus(gctx, agent, before) })
+	return ctrl.Result{}, g.Wait()
 }
 
 // registerAgent registers name with key's public half. An agent of that name
@@ -468,7 +517,7 @@ func (r *AgentReconciler) createPod(ctx context.Context, agent *agentryv1.Agent,
 	}
 	switch err := r.Create(ctx, pod); {
 	case err == nil:
-		r.Recorder.Eventf(agent, pod, corev1.EventTypeNormal, "PodCreated", "CreatePod", "Created pod %s", pod.Name)
+		// No Event: the pod's own Events tell its story.
 		if at, err := time.Parse(time.RFC3339Nano, agent.Annotations[agentryv1.DemandQueuedAtAnnotation]); err == nil {
 			queuedToPodCreated.WithLabelValues(agent.Namespace, pool.Name).Observe(r.now().Sub(at).Seconds())
 		}
@@ -606,11 +655,13 @@ func (r *AgentReconciler) deregister(ctx context.Context, agent *agentryv1.Agent
 				"Deregistering agent %d failed: %s", id, err.Error())
 			return fmt.Errorf("deregistering agent %d: %w", id, err)
 		}
-		r.Recorder.Eventf(agent, nil, corev1.EventTypeNormal, "Deregistered", "Deregister",
-			"Deregistered agent %d from server pool %q", id, pool.Spec.Server.PoolName)
 		why := "finished"
 		if !agent.Status.Phase.Finished() {
 			why = "deleted"
+			// A finished agent's deregistration is routine (and a burst's
+			// worth of Events); one deleted before its pod ended is not.
+			r.Recorder.Eventf(agent, nil, corev1.EventTypeNormal, "Deregistered", "Deregister",
+				"Deregistered agent %d from server pool %q before its pod ended", id, pool.Spec.Server.PoolName)
 		}
 		deregistrationsTotal.WithLabelValues(agent.Namespace, pool.Name, why).Inc()
 	}
@@ -651,7 +702,14 @@ func (r *AgentReconciler) deleteOwned(ctx context.Context, agent *agentryv1.Agen
 	if !found || !metav1.IsControlledBy(obj, agent) || !obj.GetDeletionTimestamp().IsZero() {
 		return nil
 	}
-	err := r.Delete(ctx, obj, client.Preconditions{UID: ptr.To(obj.GetUID())})
+	opts := []client.DeleteOption{client.Preconditions{UID: ptr.To(obj.GetUID())}}
+	if pod, ok := obj.(*corev1.Pod); ok && podEnded(pod) {
+		// Its containers have exited: nothing is left to stop gracefully,
+		// and the pod goes at once, as the pod garbage collector removes
+		// terminated pods.
+		opts = append(opts, client.GracePeriodSeconds(0))
+	}
+	err := r.Delete(ctx, obj, opts...)
 	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
 		return nil
 	}

@@ -39,7 +39,7 @@ import (
 
 const (
 	// createConcurrency bounds the Agent creates one reconcile has in flight.
-	createConcurrency = 16
+	createConcurrency = 32
 	// serverRetryInterval is the shortest wait before calling a server that
 	// just failed again.
 	serverRetryInterval = 10 * time.Second

@@ -361,7 +361,6 @@ func TestFinishedPodDeregistersAndRemovesAgent(t *testing.T) {
 	}
 
 	waitAgentGone(t, srv, &a)
-	checkEvent(t, ns, a.Name, "Deregistered")
 }
 
 func TestDeletingAgentByHandDeregistersIt(t *testing.T) {
@@ -377,6 +376,7 @@ func TestDeletingAgentByHandDeregistersIt(t *testing.T) {
 		t.Fatalf("deleting the agent: %v", err)
 	}
 	waitAgentGone(t, srv, &a)
+	checkEvent(t, ns, a.Name, "Deregistered")
 }
 
 // The Secret is all an agent needs to take a job, and an agent that took

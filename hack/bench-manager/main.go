@@ -12,10 +12,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"os"
@@ -32,6 +32,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	agentryv1 "github.com/agentry-dev/agentry/api/v1alpha1"
@@ -150,12 +152,33 @@ func run(ctx context.Context, cfg config) error {
 		"-p", fmt.Sprintf(`{"spec":{"maxAgents":%d}}`, cfg.maxAgents)); err != nil {
 		return fmt.Errorf("kubectl patch: %w: %s", err, out)
 	}
-	aw, err := kc.Watch(ctx, &agentryv1.AgentList{}, client.InNamespace(stack.Namespace))
+	// Retry watches: under a burst the API server may end a watch (a slow
+	// consumer on a busy machine); they resume from the last event seen, so
+	// no creation or deletion is missed.
+	var agentList agentryv1.AgentList
+	if err := kc.List(ctx, &agentList, client.InNamespace(stack.Namespace)); err != nil {
+		return err
+	}
+	aw, err := watchtools.NewRetryWatcherWithContext(ctx, agentList.ResourceVersion, &cache.ListWatch{
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			return kc.Watch(ctx, &agentryv1.AgentList{}, client.InNamespace(stack.Namespace), &client.ListOptions{Raw: &o})
+		},
+	})
 	if err != nil {
 		return err
 	}
 	defer aw.Stop()
-	pw, err := s.Kube.CoreV1().Pods(stack.Namespace).Watch(ctx, metav1.ListOptions{LabelSelector: agentryv1.AgentLabel})
+	podSelector := metav1.ListOptions{LabelSelector: agentryv1.AgentLabel}
+	podList, err := s.Kube.CoreV1().Pods(stack.Namespace).List(ctx, podSelector)
+	if err != nil {
+		return err
+	}
+	pw, err := watchtools.NewRetryWatcherWithContext(ctx, podList.ResourceVersion, &cache.ListWatch{
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.LabelSelector = podSelector.LabelSelector
+			return s.Kube.CoreV1().Pods(stack.Namespace).Watch(ctx, o)
+		},
+	})
 	if err != nil {
 		return err
 	}
@@ -207,7 +230,20 @@ func run(ctx context.Context, cfg config) error {
 			break
 		}
 		if time.Now().After(deadline) {
-			return errors.New("agents were not all removed within 2 minutes")
+			var left agentryv1.AgentList
+			if err := kc.List(ctx, &left, client.InNamespace(stack.Namespace)); err != nil {
+				return err
+			}
+			var desc []string
+			for _, a := range left.Items {
+				desc = append(desc, fmt.Sprintf("%s (phase %q, deleting %v, finalizers %v, agentId %d)",
+					a.Name, a.Status.Phase, !a.DeletionTimestamp.IsZero(), a.Finalizers, a.Status.AgentID))
+			}
+			agents.mu.Lock()
+			live := agents.live
+			agents.mu.Unlock()
+			return fmt.Errorf("agents were not all removed within 2 minutes: the watch counts %d live, the API server has %d: %s",
+				live, len(left.Items), strings.Join(desc, "; "))
 		}
 		if err := sleep(ctx, 100*time.Millisecond); err != nil {
 			return err
@@ -265,6 +301,18 @@ func run(ctx context.Context, cfg config) error {
 	agents.mu.Unlock()
 	pods.mu.Unlock()
 
+	if m, err := scrape(ctx, s.MetricsURL); err == nil {
+		for _, c := range []string{"agentpool", "agent"} {
+			fmt.Fprintf(os.Stderr, "controller %-9s reconciles %5.0f, mean %6.1f ms; queue wait mean %6.1f ms over %5.0f adds\n", c,
+				m[`controller_runtime_reconcile_time_seconds_count{controller="`+c+`"}`],
+				1000*m[`controller_runtime_reconcile_time_seconds_sum{controller="`+c+`"}`]/m[`controller_runtime_reconcile_time_seconds_count{controller="`+c+`"}`],
+				1000*m[`workqueue_queue_duration_seconds_sum{controller="`+c+`",name="`+c+`"}`]/m[`workqueue_queue_duration_seconds_count{controller="`+c+`",name="`+c+`"}`],
+				m[`workqueue_queue_duration_seconds_count{controller="`+c+`",name="`+c+`"}`])
+		}
+	}
+	if os.Getenv("BENCH_API_REQUESTS") != "" {
+		printAPIRequests(s)
+	}
 	managerRSS := rss(s.PID("agentry-manager"))
 	rows := [][2]string{
 		{"jobs (succeeded)", fmt.Sprintf("%d (%d)", cfg.jobs, succeeded)},
@@ -400,6 +448,34 @@ func waitForKeys(ctx context.Context, metricsURL string, n int) error {
 	}
 }
 
+// scrape reads a Prometheus text endpoint into series → value.
+func scrape(ctx context.Context, url string) (map[string]float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		i := strings.LastIndexByte(line, ' ')
+		if i <= 0 || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			m[line[:i]] = v
+		}
+	}
+	return m, nil
+}
+
 // gauge reads one unlabelled metric from a Prometheus text endpoint.
 func gauge(ctx context.Context, url, name string) (float64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -490,4 +566,31 @@ func sleep(ctx context.Context, d time.Duration) error {
 func judgeMiB(s string, limit float64) benchrows.Verdict {
 	v, ok := mebibytes(s)
 	return benchrows.Judge(ok && v < limit)
+}
+
+// printAPIRequests prints the API server's request counts by client,
+// resource and verb (a diagnostic: where the API server's time goes).
+func printAPIRequests(s *stack.Stack) {
+	out, err := s.Cluster.Kubectl("get", "--raw", "/metrics")
+	if err != nil {
+		return
+	}
+	counts := map[string]float64{}
+	for _, line := range strings.Split(string(out), "\n") {
+		if !strings.HasPrefix(line, "apiserver_request_total{") {
+			continue
+		}
+		labels := map[string]string{}
+		for _, kv := range strings.Split(line[strings.IndexByte(line, '{')+1:strings.LastIndexByte(line, '}')], ",") {
+			if k, v, ok := strings.Cut(kv, "="); ok {
+				labels[k] = strings.Trim(v, `"`)
+			}
+		}
+		v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		counts[labels["resource"]+"/"+labels["subresource"]+" "+labels["verb"]] += v
+	}
+	keys := slices.SortedFunc(maps.Keys(counts), func(a, b string) int { return int(counts[b] - counts[a]) })
+	for _, k := range keys[:min(25, len(keys))] {
+		fmt.Fprintf(os.Stderr, "api %-40s %6.0f\n", k, counts[k])
+	}
 }
