@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -15,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -67,7 +70,17 @@ type AgentReconciler struct {
 	Keys KeySource
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+
+	// removed holds the UIDs of Agents this reconciler removed, until
+	// removedMemory has passed: the cache may still show them for a moment,
+	// and going through a removed Agent's deletion again would cost a server
+	// call and half a dozen API requests for nothing.
+	removed   sync.Map // types.UID → time.Time
+	lastPrune atomic.Int64
 }
+
+// removedMemory is how long a removed Agent's UID is remembered.
+const removedMemory = time.Minute
 
 func (r *AgentReconciler) now() time.Time {
 	if r.Now != nil {
@@ -136,6 +149,9 @@ func (r *AgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	agent := &agentryv1.Agent{}
 	if err := r.Get(ctx, req.NamespacedName, agent); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if r.wasRemoved(agent.UID) {
+		return ctrl.Result{}, nil
 	}
 	if !agent.DeletionTimestamp.IsZero() {
 		return r.reconcileDelete(ctx, agent)
@@ -563,8 +579,30 @@ func (r *AgentReconciler) finish(ctx context.Context, agent, before *agentryv1.A
 	if err := r.Patch(ctx, agent, patch); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	r.rememberRemoved(agent.UID)
 	agent.Status.DeepCopyInto(&before.Status) // gone: no status to write
 	return ctrl.Result{}, nil
+}
+
+// rememberRemoved notes that the Agent with uid is gone, and forgets the
+// Agents removed longer than removedMemory ago.
+func (r *AgentReconciler) rememberRemoved(uid types.UID) {
+	now := r.now()
+	r.removed.Store(uid, now)
+	if last := r.lastPrune.Load(); now.UnixNano()-last < int64(removedMemory/2) || !r.lastPrune.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	r.removed.Range(func(k, v any) bool {
+		if now.Sub(v.(time.Time)) > removedMemory {
+			r.removed.Delete(k)
+		}
+		return true
+	})
+}
+
+func (r *AgentReconciler) wasRemoved(uid types.UID) bool {
+	_, ok := r.removed.Load(uid)
+	return ok
 }
 
 // reconcileDelete deregisters the agent, deletes its Secret and pod and
@@ -586,7 +624,11 @@ func (r *AgentReconciler) reconcileDelete(ctx context.Context, agent *agentryv1.
 	}
 	patch := client.MergeFrom(agent.DeepCopy())
 	controllerutil.RemoveFinalizer(agent, agentryv1.DeregisterFinalizer)
-	return ctrl.Result{}, client.IgnoreNotFound(r.Patch(ctx, agent, patch))
+	if err := r.Patch(ctx, agent, patch); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	r.rememberRemoved(agent.UID)
+	return ctrl.Result{}, nil
 }
 
 // deregister removes the agent's server registration, if it may have one.

@@ -148,7 +148,8 @@ func (c Client) FollowJobLog(ctx context.Context, id int64, w io.Writer) error {
 const QueuePath = "/_apis/agentry/pools/%d/queue"
 
 // QueueState is the answer of the queue watch: every job request of the pool
-// that has not finished, and the revision to pass as after next time.
+// that has not finished, the finished ones whose agent is still registered,
+// and the revision to pass as after next time.
 type QueueState struct {
 	Revision    int64                           `json:"revision"`
 	JobRequests []pipelines.TaskAgentJobRequest `json:"jobRequests"`

@@ -222,7 +222,9 @@ func (s *Server) watchQueue(w http.ResponseWriter, r *http.Request) error {
 	}
 	// Read after the revision: a change in between shows as a newer
 	// revision next time, never as a missed one.
-	jobs, err := s.store.ListJobs(r.Context(), store.JobFilter{PoolID: p.ID, Unfinished: true})
+	// Unfinished requests, and the finished ones of agents still registered:
+	// a scaler sees which live agents have run their one job.
+	jobs, err := s.store.ListJobs(r.Context(), store.JobFilter{PoolID: p.ID, Unfinished: true, OrHeld: true})
 	if err != nil {
 		return err
 	}

@@ -309,7 +309,9 @@ func (s *Server) deleteAgent(w http.ResponseWriter, r *http.Request) error {
 	}
 	// The agent's own long-poll ends; a requeued job finds a new agent.
 	s.polls.wakeAgent(a.ID)
-	if d.Requeued != 0 || d.Abandoned != 0 {
+	// An agent that held a job changes the queue watch's answer: that job
+	// was listed as held by a live agent (or is requeued or abandoned now).
+	if d.Requeued != 0 || d.Abandoned != 0 || a.RequestID != 0 {
 		s.queueChanged(r.Context(), p.ID, d.Requeued != 0)
 		s.jobs.bump(d.Abandoned)
 	}

@@ -346,9 +346,20 @@ func TestQueueWatch(t *testing.T) {
 	if err := a.client.FinishJobRequest(ctx, 1, job.RequestID, pipelines.ResultSucceeded, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	end, _ := inst.Jobs.WatchQueue(ctx, 1, afterTake.Revision, time.Minute)
-	if end.Revision <= afterTake.Revision || len(end.JobRequests) != 0 {
-		t.Errorf("after the job finished: %+v, want a newer revision and no jobs", end)
+	// A finished job stays listed, finished and reserved for its agent,
+	// while that agent is registered: a scaler sees the agent is spent.
+	finished, _ := inst.Jobs.WatchQueue(ctx, 1, afterTake.Revision, time.Minute)
+	if finished.Revision <= afterTake.Revision || len(finished.JobRequests) != 1 || finished.JobRequests[0].Result == nil ||
+		finished.JobRequests[0].ReservedAgent == nil || finished.JobRequests[0].ReservedAgent.ID != a.files.Settings.AgentID {
+		t.Errorf("after the job finished: %+v, want a newer revision and the finished job, reserved for agent %d", finished, a.files.Settings.AgentID)
+	}
+	// Once the agent is deleted, the job leaves the list.
+	if err := inst.Admin.DeleteAgent(ctx, 1, a.files.Settings.AgentID); err != nil {
+		t.Fatal(err)
+	}
+	end, _ := inst.Jobs.WatchQueue(ctx, 1, finished.Revision, time.Minute)
+	if end.Revision <= finished.Revision || len(end.JobRequests) != 0 {
+		t.Errorf("after the agent was deleted: %+v, want a newer revision and no jobs", end)
 	}
 }
 

@@ -430,10 +430,18 @@ func (m *Memory) GetJobByTokenHash(_ context.Context, hash string) (Job, error) 
 func (m *Memory) ListJobs(_ context.Context, f JobFilter) ([]Job, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	held := map[int64]bool{}
+	if f.OrHeld {
+		for _, a := range m.agents {
+			if a.RequestID != 0 {
+				held[a.RequestID] = true
+			}
+		}
+	}
 	out := []Job{}
 	for _, j := range m.jobs {
 		queued := j.AssignTime.IsZero() && !j.Finished()
-		if (f.PoolID == 0 || j.PoolID == f.PoolID) && (!f.Queued || queued) && (!f.Unfinished || !j.Finished()) {
+		if (f.PoolID == 0 || j.PoolID == f.PoolID) && (!f.Queued || queued) && (!f.Unfinished || !j.Finished() || held[j.RequestID]) {
 			out = append(out, cloneJob(j))
 		}
 	}

@@ -711,7 +711,10 @@ func (s *SQLite) ListJobs(ctx context.Context, f JobFilter) ([]Job, error) {
 	if f.Queued {
 		q += " AND assign_time = 0 AND finish_time = 0"
 	}
-	if f.Unfinished {
+	switch {
+	case f.Unfinished && f.OrHeld:
+		q += " AND (finish_time = 0 OR request_id IN (SELECT request_id FROM agents WHERE request_id != 0))"
+	case f.Unfinished:
 		q += " AND finish_time = 0"
 	}
 	return queryAll(ctx, s.r, scanJob, q+" ORDER BY request_id", args...)

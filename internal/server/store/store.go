@@ -195,6 +195,10 @@ type JobFilter struct {
 	Queued bool
 	// Unfinished selects only jobs without a result.
 	Unfinished bool
+	// OrHeld, with Unfinished, also selects the finished jobs whose agent
+	// is still registered: the one job such an agent ran, until the agent
+	// is deleted. It tells a scaler which live agents are spent.
+	OrHeld bool
 }
 
 // Store is agentry-server's state. See the package comment for its rules.

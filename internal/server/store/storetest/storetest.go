@@ -6,6 +6,7 @@ package storetest
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -258,6 +259,27 @@ func testAssignJob(t *testing.T, s store.Store) {
 	queued := must[[]store.Job](t)(s.ListJobs(ctx, store.JobFilter{PoolID: p.ID, Queued: true}))
 	if len(queued) != 1 || queued[0].RequestID != j2.RequestID {
 		t.Errorf("ListJobs(Queued) = %+v, want only job two", queued)
+	}
+
+	// A finished job stays in the Unfinished+OrHeld list while its agent is
+	// registered, and leaves it with the agent.
+	must[store.Job](t)(s.FinishJob(ctx, j1.RequestID, pipelines.ResultSucceeded, t0.Add(time.Minute)))
+	ids := func(f store.JobFilter) []int64 {
+		var out []int64
+		for _, j := range must[[]store.Job](t)(s.ListJobs(ctx, f)) {
+			out = append(out, j.RequestID)
+		}
+		return out
+	}
+	if got := ids(store.JobFilter{PoolID: p.ID, Unfinished: true}); !slices.Equal(got, []int64{j2.RequestID}) {
+		t.Errorf("ListJobs(Unfinished) = %v, want [%d]", got, j2.RequestID)
+	}
+	if got := ids(store.JobFilter{PoolID: p.ID, Unfinished: true, OrHeld: true}); !slices.Equal(got, []int64{j1.RequestID, j2.RequestID}) {
+		t.Errorf("ListJobs(Unfinished, OrHeld) with the agent registered = %v, want [%d %d]", got, j1.RequestID, j2.RequestID)
+	}
+	must[store.AgentDeletion](t)(s.DeleteAgent(ctx, a.ID, t0.Add(2*time.Minute)))
+	if got := ids(store.JobFilter{PoolID: p.ID, Unfinished: true, OrHeld: true}); !slices.Equal(got, []int64{j2.RequestID}) {
+		t.Errorf("ListJobs(Unfinished, OrHeld) with the agent deleted = %v, want [%d]", got, j2.RequestID)
 	}
 }
 
