@@ -221,13 +221,17 @@ func (r *AgentReconciler) reconcileNormal(ctx context.Context, agent, before *ag
 		return ctrl.Result{}, err
 	}
 	if !registered {
-		if result, err := r.register(ctx, agent, before, pool); err != nil || !result.IsZero() {
+		if result, err := r.register(ctx, agent, pool); err != nil || !result.IsZero() {
 			return result, err
 		}
 	}
 	if err := r.createPod(ctx, agent, pool); err != nil {
 		return ctrl.Result{}, err
 	}
+	// The registration and the pod are recorded together, by the status
+	// write that ends the reconcile: the Secret, which a reconcile that stops
+	// before that write finds again, is what holds the registration until
+	// then.
 	return ctrl.Result{RequeueAfter: durationOr(pool.Spec.StartupTimeout, agentryv1.DefaultStartupTimeout)}, nil
 }
 
@@ -270,6 +274,17 @@ func (r *AgentReconciler) getPod(ctx context.Context, agent *agentryv1.Agent, po
 // fails it when the pod cannot start.
 func (r *AgentReconciler) observePod(ctx context.Context, agent, before *agentryv1.Agent, pod *corev1.Pod) (ctrl.Result, error) {
 	agent.Status.PodName = pod.Name
+	if agent.Status.AgentID == 0 {
+		// The reconcile that created the pod stopped before recording the
+		// registration; the Secret the pod mounts holds it.
+		files, err := r.ownSecret(ctx, agent)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if files != nil {
+			setRegistered(agent, files.Settings.AgentID, files.Settings.PoolID)
+		}
+	}
 	switch pod.Status.Phase {
 	case corev1.PodSucceeded:
 		setFinished(agent, agentryv1.AgentSucceeded)
@@ -354,11 +369,11 @@ func (r *AgentReconciler) hasCredentials(ctx context.Context, agent *agentryv1.A
 	return err == nil, err
 }
 
-// register registers the agent with a fresh key, writes its Secret and
-// records the registration in the status. Both writes are done before the
-// pod exists: a pod must never mount a Secret that a later reconcile could
-// rewrite with a new key.
-func (r *AgentReconciler) register(ctx context.Context, agent, before *agentryv1.Agent, pool *agentryv1.AgentPool) (ctrl.Result, error) {
+// register registers the agent with a fresh key and writes its Secret, or
+// takes up the registration and Secret an earlier reconcile of this Agent
+// made and did not get to record. The status fields are set for the caller
+// to write.
+func (r *AgentReconciler) register(ctx context.Context, agent *agentryv1.Agent, pool *agentryv1.AgentPool) (ctrl.Result, error) {
 	log := ctrl.LoggerFrom(ctx)
 	server, err := r.Credentials.server(ctx, r.Connect, pool)
 	if err != nil {
@@ -382,9 +397,15 @@ func (r *AgentReconciler) register(ctx context.Context, agent, before *agentryv1
 		return ctrl.Result{}, err
 	}
 	log.Info("Registering the agent", "poolId", poolID)
-	registration, err := registerAgent(ctx, server, poolID, agent.Name, key, userCapabilities(pool))
+	registration, reused, err := registerAgent(ctx, server, poolID, agent.Name, key, userCapabilities(pool),
+		func() (*pipelines.AgentFiles, error) { return r.ownSecret(ctx, agent) })
 	if err != nil {
 		return r.registrationFailed(agent, err)
+	}
+	if reused {
+		log.Info("Took up the registration an earlier reconcile made", "agentId", registration.ID)
+		setRegistered(agent, registration.ID, poolID)
+		return ctrl.Result{}, nil
 	}
 	registrationsTotal.WithLabelValues(agent.Namespace, pool.Name).Inc()
 	files := pipelines.AgentFiles{
@@ -406,33 +427,59 @@ func (r *AgentReconciler) register(ctx context.Context, agent, before *agentryv1
 		},
 		Key: agentcrypto.ParametersOf(key),
 	}
-	agent.Status.AgentID = int32(registration.ID)
+	// Should this fail, the next reconcile finds the registration and no
+	// Secret for it, and replaces the registration's key: no pod can have
+	// mounted a Secret that is not there.
+	if err := r.writeSecret(ctx, agent, files); err != nil {
+		return ctrl.Result{}, err
+	}
+	// No Event: a burst would write one per agent for what the status
+	// and the manager's log already say. Events are for what goes wrong.
+	setRegistered(agent, registration.ID, poolID)
+	return ctrl.Result{}, nil
+}
+
+func setRegistered(agent *agentryv1.Agent, id, poolID int) {
+	agent.Status.AgentID = int32(id)
 	agent.Status.PoolID = int32(poolID)
 	agent.Status.SecretName = agent.Name
 	agent.Status.Phase = agentryv1.AgentRegistered
 	meta.SetStatusCondition(&agent.Status.Conditions, metav1.Condition{
 		Type: agentryv1.AgentRegisteredCondition, Status: metav1.ConditionTrue, Reason: "Registered",
-		Message: fmt.Sprintf("Registered as agent %d in pool %d", registration.ID, poolID), ObservedGeneration: agent.Generation,
+		Message: fmt.Sprintf("Registered as agent %d in pool %d", id, poolID), ObservedGeneration: agent.Generation,
 	})
-	// No Event: a burst would write one per agent for what the status
-	// and the manager's log already say. Events are for what goes wrong.
+}
 
-	// The Secret and the status are written at once. Should either fail, the
-	// next reconcile registers again: the same registration, replaced with a
-	// new key, and the Secret rewritten before any pod mounts it.
-	owner := agent.DeepCopy()
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return r.writeSecret(gctx, owner, files) })
-	g.Go(func() error { return r.patchStatus(gctx, agent, before) })
-	return ctrl.Result{}, g.Wait()
+// ownSecret reads the agent's Secret and the agent files in it; nil when
+// there is none or it is not this Agent's.
+func (r *AgentReconciler) ownSecret(ctx context.Context, agent *agentryv1.Agent) (*pipelines.AgentFiles, error) {
+	var secret corev1.Secret
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: agent.Namespace, Name: agent.Name}, &secret)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading secret: %w", err)
+	}
+	if !metav1.IsControlledBy(&secret, agent) {
+		return nil, nil
+	}
+	files, err := pipelines.ParseAgentFiles(secret.Data)
+	if err != nil {
+		return nil, nil // unreadable: rewritten with the registration
+	}
+	return &files, nil
 }
 
 // registerAgent registers name with key's public half. An agent of that name
-// that already exists is ours from a reconcile that did not get to record it
-// (the operator stopped in between); it is replaced, so there is never more
-// than one registration per Agent. The common case, a new name, costs one
-// call.
-func registerAgent(ctx context.Context, server Server, poolID int, name string, key *rsa.PrivateKey, capabilities map[string]string) (*pipelines.TaskAgent, error) {
+// that already exists is ours, from a reconcile that stopped before it
+// recorded the registration. When the Agent's Secret (secret reads it) holds
+// that very registration, id and key, it is taken up as it is (reused): a pod
+// may already mount that Secret. Otherwise it is replaced with key, so there
+// is never more than one registration per Agent. The common case, a new
+// name, costs one call.
+func registerAgent(ctx context.Context, server Server, poolID int, name string, key *rsa.PrivateKey, capabilities map[string]string,
+	secret func() (*pipelines.AgentFiles, error)) (got *pipelines.TaskAgent, reused bool, err error) {
 	pub := agentcrypto.PublicKeyOf(&key.PublicKey)
 	want := pipelines.TaskAgent{
 		Name:              name,
@@ -442,40 +489,74 @@ func registerAgent(ctx context.Context, server Server, poolID int, name string, 
 		Authorization:     &pipelines.TaskAgentAuthorization{PublicKey: &pub},
 		UserCapabilities:  capabilities,
 	}
-	got, err := server.AddAgent(ctx, poolID, want)
+	got, err = server.AddAgent(ctx, poolID, want)
 	if pipelines.IsTypeKey(err, pipelines.TypeKeyAgentExists) {
-		got, err = replaceAgent(ctx, server, poolID, want)
+		var existing *pipelines.TaskAgent
+		if existing, err = findAgent(ctx, server, poolID, name); err == nil && existing != nil {
+			files, serr := secret()
+			if serr != nil {
+				return nil, false, serr
+			}
+			if files != nil && holds(files, existing) {
+				return existing, true, nil
+			}
+		}
+		if err == nil {
+			got, err = replaceAgent(ctx, server, poolID, want, existing)
+		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("registering agent %q: %w", name, err)
+		return nil, false, fmt.Errorf("registering agent %q: %w", name, err)
 	}
 	if got.ID == 0 || got.Authorization == nil || got.Authorization.ClientID == "" || got.Authorization.AuthorizationURL == "" {
-		return nil, fmt.Errorf("registering agent %q: the server answered without an id, client id or authorization URL", name)
+		return nil, false, fmt.Errorf("registering agent %q: the server answered without an id, client id or authorization URL", name)
 	}
-	return got, nil
+	return got, false, nil
 }
 
-// replaceAgent gives the existing registration named want.Name want's key
-// and capabilities.
-func replaceAgent(ctx context.Context, server Server, poolID int, want pipelines.TaskAgent) (*pipelines.TaskAgent, error) {
-	existing, err := server.ListAgents(ctx, poolID, want.Name)
+// findAgent returns the pool's agent of that name, or nil.
+func findAgent(ctx context.Context, server Server, poolID int, name string) (*pipelines.TaskAgent, error) {
+	found, err := server.ListAgents(ctx, poolID, name)
 	if err != nil {
 		return nil, fmt.Errorf("looking up the existing agent: %w", err)
 	}
-	for _, a := range existing {
-		if strings.EqualFold(a.Name, want.Name) && a.ID != 0 {
-			want.ID = a.ID
-			got, err := server.ReplaceAgent(ctx, poolID, want)
-			if pipelines.StatusCode(err) == http.StatusNotFound {
-				// Deleted in between: the name is free again.
-				want.ID = 0
-				return server.AddAgent(ctx, poolID, want)
-			}
-			return got, err
+	for i := range found {
+		if strings.EqualFold(found[i].Name, name) && found[i].ID != 0 {
+			return &found[i], nil
 		}
 	}
-	// Gone in between.
-	return server.AddAgent(ctx, poolID, want)
+	return nil, nil
+}
+
+// holds reports whether the agent files are those of registration reg: its
+// id and the private half of its public key.
+func holds(files *pipelines.AgentFiles, reg *pipelines.TaskAgent) bool {
+	if files.Settings.AgentID != reg.ID || reg.Authorization == nil || reg.Authorization.PublicKey == nil ||
+		reg.Authorization.ClientID == "" || files.Credentials.Data.ClientID != reg.Authorization.ClientID {
+		return false
+	}
+	key, err := files.Key.PrivateKey()
+	if err != nil {
+		return false
+	}
+	regKey, err := reg.Authorization.PublicKey.RSA()
+	return err == nil && key.PublicKey.Equal(regKey)
+}
+
+// replaceAgent gives the existing registration (nil: none was found)
+// want's key and capabilities.
+func replaceAgent(ctx context.Context, server Server, poolID int, want pipelines.TaskAgent, existing *pipelines.TaskAgent) (*pipelines.TaskAgent, error) {
+	if existing == nil {
+		// Gone in between: the name is free again.
+		return server.AddAgent(ctx, poolID, want)
+	}
+	want.ID = existing.ID
+	got, err := server.ReplaceAgent(ctx, poolID, want)
+	if pipelines.StatusCode(err) == http.StatusNotFound {
+		want.ID = 0
+		return server.AddAgent(ctx, poolID, want)
+	}
+	return got, err
 }
 
 func (r *AgentReconciler) registrationFailed(agent *agentryv1.Agent, err error) (ctrl.Result, error) {

@@ -501,6 +501,85 @@ func TestRegistrationIsTakenOverAfterACrash(t *testing.T) {
 	checkSecret(t, srv, &a, registered[name])
 }
 
+// An operator that stopped after writing an agent's Secret but before
+// recording the registration takes that registration up as it is: the key a
+// pod may already mount is not replaced, and no second agent is registered.
+func TestRegistrationWithItsSecretIsTakenUpAsItIs(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	srv := startServer(t)
+	const name = "linux-stopped"
+	// The Agent comes first, its pool after: until then it waits, and the
+	// test plays the stopped operator.
+	agent := &agentryv1.Agent{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{agentryv1.PoolLabel: "linux"},
+			Finalizers: []string{agentryv1.DeregisterFinalizer}},
+		Spec: agentryv1.AgentSpec{PoolName: "linux"},
+	}
+	if err := k8s.Create(ctx, agent); err != nil {
+		t.Fatal(err)
+	}
+	serverPoolObj, err := srv.Admin.GetPoolByName(ctx, serverPool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := agentcrypto.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := agentcrypto.PublicKeyOf(&key.PublicKey)
+	earlier, err := srv.Admin.AddAgent(ctx, serverPoolObj.ID, pipelines.TaskAgent{
+		Name: name, Version: "3.240.0", MaxParallelism: 1, ProvisioningState: "Provisioned",
+		Authorization: &pipelines.TaskAgentAuthorization{PublicKey: &pub},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := pipelines.AgentFiles{
+		Settings: pipelines.AgentSettings{AgentID: earlier.ID, AgentName: name, PoolID: serverPoolObj.ID, PoolName: serverPool,
+			ServerURL: srv.URL, WorkFolder: "_work", Ephemeral: true},
+		Credentials: pipelines.Credentials{Scheme: "OAuth", Data: pipelines.CredentialData{
+			ClientID: earlier.Authorization.ClientID, AuthorizationURL: earlier.Authorization.AuthorizationURL}},
+		Key: agentcrypto.ParametersOf(key),
+	}
+	data, err := files.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Data: data}
+	if err := controllerutil.SetControllerReference(agent, secret, scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Create(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+
+	newPool(t, ns, srv, func(p *agentryv1.AgentPool) { p.Spec.MaxAgents = ptr.To[int32](1) })
+	a := waitForStartedAgents(t, ns, 1)[0]
+	if int(a.Status.AgentID) != earlier.ID {
+		t.Errorf("status.agentId = %d, want the earlier registration %d", a.Status.AgentID, earlier.ID)
+	}
+	registered := serverAgents(t, srv)
+	if len(registered) != 1 {
+		t.Fatalf("server has %d agents, want the one taken up: %v", len(registered), slices.Sorted(maps.Keys(registered)))
+	}
+	reg, err := srv.Admin.GetAgent(ctx, serverPoolObj.ID, earlier.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reg.Authorization == nil || reg.Authorization.PublicKey == nil || !reg.Authorization.PublicKey.Equal(pub) {
+		t.Errorf("the registration's key was replaced")
+	}
+	var after corev1.Secret
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(secret), &after); err != nil {
+		t.Fatal(err)
+	}
+	if after.ResourceVersion != secret.ResourceVersion {
+		t.Errorf("the Secret was rewritten (resourceVersion %s → %s)", secret.ResourceVersion, after.ResourceVersion)
+	}
+	checkSecret(t, srv, &a, *reg)
+}
+
 func TestDeletingPoolDeregistersItsAgents(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t)
