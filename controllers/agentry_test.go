@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"crypto/rsa"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -453,6 +454,30 @@ func TestAgentTakesAJobWithItsSecretAndCountsAsBusy(t *testing.T) {
 	})
 }
 
+// registerByHand registers an agent named name with a new key on srv's
+// pool, as an operator that stopped before recording it would have left it.
+func registerByHand(t *testing.T, srv *testServer, name string) (poolID int, key *rsa.PrivateKey, reg *pipelines.TaskAgent) {
+	t.Helper()
+	ctx := context.Background()
+	p, err := srv.Admin.GetPoolByName(ctx, serverPool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err = agentcrypto.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := agentcrypto.PublicKeyOf(&key.PublicKey)
+	reg, err = srv.Admin.AddAgent(ctx, p.ID, pipelines.TaskAgent{
+		Name: name, Version: "3.240.0", MaxParallelism: 1, ProvisioningState: "Provisioned",
+		Authorization: &pipelines.TaskAgentAuthorization{PublicKey: &pub},
+	})
+	if err != nil {
+		t.Fatalf("registering the agent a stopped operator left: %v", err)
+	}
+	return p.ID, key, reg
+}
+
 // An operator that stopped between registering an agent and recording it
 // finds the registration by name and takes it over with a new key, rather
 // than registering a second agent.
@@ -462,22 +487,7 @@ func TestRegistrationIsTakenOverAfterACrash(t *testing.T) {
 	srv := startServer(t)
 	pool := newPool(t, ns, srv, func(p *agentryv1.AgentPool) { p.Spec.MaxAgents = ptr.To[int32](0) })
 	const name = "linux-crashed"
-	serverPool, err := srv.Admin.GetPoolByName(ctx, serverPool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	oldKey, err := agentcrypto.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	oldPub := agentcrypto.PublicKeyOf(&oldKey.PublicKey)
-	earlier, err := srv.Admin.AddAgent(ctx, serverPool.ID, pipelines.TaskAgent{
-		Name: name, Version: "3.240.0", MaxParallelism: 1, ProvisioningState: "Provisioned",
-		Authorization: &pipelines.TaskAgentAuthorization{PublicKey: &oldPub},
-	})
-	if err != nil {
-		t.Fatalf("registering the agent the crashed operator left: %v", err)
-	}
+	_, _, earlier := registerByHand(t, srv, name)
 
 	agent := &agentryv1.Agent{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{agentryv1.PoolLabel: pool.Name}},
@@ -519,24 +529,10 @@ func TestRegistrationWithItsSecretIsTakenUpAsItIs(t *testing.T) {
 	if err := k8s.Create(ctx, agent); err != nil {
 		t.Fatal(err)
 	}
-	serverPoolObj, err := srv.Admin.GetPoolByName(ctx, serverPool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := agentcrypto.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
+	poolID, key, earlier := registerByHand(t, srv, name)
 	pub := agentcrypto.PublicKeyOf(&key.PublicKey)
-	earlier, err := srv.Admin.AddAgent(ctx, serverPoolObj.ID, pipelines.TaskAgent{
-		Name: name, Version: "3.240.0", MaxParallelism: 1, ProvisioningState: "Provisioned",
-		Authorization: &pipelines.TaskAgentAuthorization{PublicKey: &pub},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	files := pipelines.AgentFiles{
-		Settings: pipelines.AgentSettings{AgentID: earlier.ID, AgentName: name, PoolID: serverPoolObj.ID, PoolName: serverPool,
+		Settings: pipelines.AgentSettings{AgentID: earlier.ID, AgentName: name, PoolID: poolID, PoolName: serverPool,
 			ServerURL: srv.URL, WorkFolder: "_work", Ephemeral: true},
 		Credentials: pipelines.Credentials{Scheme: "OAuth", Data: pipelines.CredentialData{
 			ClientID: earlier.Authorization.ClientID, AuthorizationURL: earlier.Authorization.AuthorizationURL}},
@@ -563,7 +559,7 @@ func TestRegistrationWithItsSecretIsTakenUpAsItIs(t *testing.T) {
 	if len(registered) != 1 {
 		t.Fatalf("server has %d agents, want the one taken up: %v", len(registered), slices.Sorted(maps.Keys(registered)))
 	}
-	reg, err := srv.Admin.GetAgent(ctx, serverPoolObj.ID, earlier.ID)
+	reg, err := srv.Admin.GetAgent(ctx, poolID, earlier.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
