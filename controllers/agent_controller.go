@@ -235,9 +235,11 @@ func (r *AgentReconciler) reconcileNormal(ctx context.Context, agent, before *ag
 	return ctrl.Result{RequeueAfter: durationOr(pool.Spec.StartupTimeout, agentryv1.DefaultStartupTimeout)}, nil
 }
 
-// stillLive reports whether the API server has the Agent as the cache
-// showed it, not deleted or being deleted. When it does not, the status is
-// not to be written: the reconcile that follows the change does the work.
+// stillLive reports whether the API server still has the Agent, not
+// deleted or being deleted. When it does not, there is nothing to do: the
+// Agent is gone, or its deletion (which bumps the generation) brings the
+// reconcile that removes it. A newer version of a live Agent does not
+// count: status writes bring no reconcile.
 func (r *AgentReconciler) stillLive(ctx context.Context, agent *agentryv1.Agent) (bool, error) {
 	var fresh agentryv1.Agent
 	err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(agent), &fresh)
@@ -247,7 +249,7 @@ func (r *AgentReconciler) stillLive(ctx context.Context, agent *agentryv1.Agent)
 	if err != nil {
 		return false, fmt.Errorf("reading agent: %w", err)
 	}
-	return fresh.UID == agent.UID && fresh.DeletionTimestamp.IsZero() && fresh.ResourceVersion == agent.ResourceVersion, nil
+	return fresh.UID == agent.UID && fresh.DeletionTimestamp.IsZero(), nil
 }
 
 // getPod finds the agent's pod, asking the API server when the cache does
@@ -644,25 +646,39 @@ func (r *AgentReconciler) finish(ctx context.Context, agent, before *agentryv1.A
 			return ctrl.Result{RequeueAfter: left}, nil
 		}
 	}
-	// The agent is deregistered and goes now: its final status would be
-	// written only to be deleted (a failure before this point records it).
-	if err := r.deleteDependents(ctx, agent); err != nil {
+	// The agent is deregistered and goes now, with its Secret and pod at the
+	// same time: its final status would be written only to be deleted (a
+	// failure before this point records it). Should deleting the Secret or
+	// pod fail, the error brings this reconcile back, and their owner
+	// references have the garbage collector remove them with the Agent.
+	ctrl.LoggerFrom(ctx).Info("Deleting the finished agent", "phase", agent.Status.Phase)
+	owner := agent.DeepCopy()
+	dependents := make(chan error, 1)
+	go func() { dependents <- r.deleteDependents(ctx, owner) }()
+	err := r.removeAgent(ctx, agent)
+	if derr := <-dependents; derr != nil {
+		return ctrl.Result{}, derr
+	}
+	if err != nil {
 		return ctrl.Result{}, err
 	}
-	ctrl.LoggerFrom(ctx).Info("Deleting the finished agent", "phase", agent.Status.Phase)
+	agent.Status.DeepCopyInto(&before.Status) // gone: no status to write
+	return ctrl.Result{}, nil
+}
+
+// removeAgent deletes a deregistered Agent and removes its finalizer, which
+// has done its work; removing it here saves a reconcile of the deletion.
+func (r *AgentReconciler) removeAgent(ctx context.Context, agent *agentryv1.Agent) error {
 	if err := r.Delete(ctx, agent); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		return client.IgnoreNotFound(err)
 	}
-	// Deregistered and its dependents deleted: the finalizer has done its
-	// work, and removing it here saves a reconcile of the deletion.
 	patch := client.MergeFrom(agent.DeepCopy())
 	controllerutil.RemoveFinalizer(agent, agentryv1.DeregisterFinalizer)
 	if err := r.Patch(ctx, agent, patch); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+		return client.IgnoreNotFound(err)
 	}
 	r.rememberRemoved(agent.UID)
-	agent.Status.DeepCopyInto(&before.Status) // gone: no status to write
-	return ctrl.Result{}, nil
+	return nil
 }
 
 // rememberRemoved notes that the Agent with uid is gone, and forgets the
