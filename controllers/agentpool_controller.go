@@ -71,6 +71,55 @@ type AgentPoolReconciler struct {
 	OrphanCheckInterval time.Duration
 
 	lastOrphanCheck sync.Map // types.NamespacedName → time.Time
+	// created are the Agents this reconciler created that the cache may not
+	// show yet.
+	created createdAgents
+}
+
+// createdAgentsMemory is how long a created Agent the cache does not show
+// is counted anyway. The cache shows a new Agent within a second; one it
+// never shows was deleted before it could.
+const createdAgentsMemory = 10 * time.Second
+
+// createdAgents remembers, per pool, the Agents created and not yet seen in
+// the cache.
+type createdAgents struct {
+	mu    sync.Mutex
+	pools map[types.NamespacedName]map[string]time.Time
+}
+
+func (c *createdAgents) add(pool types.NamespacedName, name string, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pools == nil {
+		c.pools = map[types.NamespacedName]map[string]time.Time{}
+	}
+	if c.pools[pool] == nil {
+		c.pools[pool] = map[string]time.Time{}
+	}
+	c.pools[pool][name] = now
+}
+
+// pending returns the pool's created Agents not in seen, and forgets the
+// ones seen or created longer than createdAgentsMemory ago.
+func (c *createdAgents) pending(pool types.NamespacedName, seen map[string]bool, now time.Time) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for name, at := range c.pools[pool] {
+		if seen[name] || now.Sub(at) > createdAgentsMemory {
+			delete(c.pools[pool], name)
+			continue
+		}
+		out = append(out, name)
+	}
+	return out
+}
+
+func (c *createdAgents) forget(pool types.NamespacedName) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.pools, pool)
 }
 
 // SetupWithManager registers the reconciler.
@@ -182,6 +231,7 @@ func (r *AgentPoolReconciler) forget(key types.NamespacedName) {
 		r.Watches.Stop(key)
 	}
 	r.lastOrphanCheck.Delete(key)
+	r.created.forget(key)
 	forgetPoolMetrics(key.Namespace, key.Name)
 }
 
@@ -247,7 +297,7 @@ func (r *AgentPoolReconciler) reconcileAgents(ctx context.Context, pool *agentry
 	if err := r.ensureDisruptionBudget(ctx, pool); err != nil {
 		return ctrl.Result{}, err
 	}
-	agents, err := r.ownedAgents(ctx, pool)
+	agents, err := r.countedAgents(ctx, pool, now)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -312,9 +362,11 @@ func (r *AgentPoolReconciler) reconcileAgents(ctx context.Context, pool *agentry
 			queuedAt = &demand[k]
 		}
 		g.Go(func() error {
-			if err := r.createAgent(gctx, pool, queuedAt); err != nil {
+			name, err := r.createAgent(gctx, pool, queuedAt)
+			if err != nil {
 				return err
 			}
+			r.created.add(client.ObjectKeyFromObject(pool), name, r.now())
 			createdN.Add(1)
 			return nil
 		})
@@ -485,12 +537,33 @@ func demandQueueTimes(requests []pipelines.TaskAgentJobRequest, t scaling.Tally,
 	return times
 }
 
-// ownedAgents lists the pool's Agents from the API server: the cache may not
-// yet hold Agents created by the previous reconcile, and counting too few
-// would start too many.
+// ownedAgents lists the pool's Agents from the API server, not the cache.
 func (r *AgentPoolReconciler) ownedAgents(ctx context.Context, pool *agentryv1.AgentPool) ([]agentryv1.Agent, error) {
+	return r.listOwnedAgents(ctx, r.APIReader, pool)
+}
+
+// countedAgents lists the pool's Agents for counting: from the cache, plus
+// the ones this reconciler created that the cache does not show yet
+// (counted as starting), so a burst's Agents are never counted too few and
+// started twice.
+func (r *AgentPoolReconciler) countedAgents(ctx context.Context, pool *agentryv1.AgentPool, now time.Time) ([]agentryv1.Agent, error) {
+	agents, err := r.listOwnedAgents(ctx, r.Client, pool)
+	if err != nil {
+		return nil, err
+	}
+	seen := make(map[string]bool, len(agents))
+	for _, a := range agents {
+		seen[a.Name] = true
+	}
+	for _, name := range r.created.pending(client.ObjectKeyFromObject(pool), seen, now) {
+		agents = append(agents, agentryv1.Agent{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: pool.Namespace}})
+	}
+	return agents, nil
+}
+
+func (r *AgentPoolReconciler) listOwnedAgents(ctx context.Context, reader client.Reader, pool *agentryv1.AgentPool) ([]agentryv1.Agent, error) {
 	var list agentryv1.AgentList
-	if err := r.APIReader.List(ctx, &list, client.InNamespace(pool.Namespace),
+	if err := reader.List(ctx, &list, client.InNamespace(pool.Namespace),
 		client.MatchingLabels{agentryv1.PoolLabel: pool.Name}); err != nil {
 		return nil, fmt.Errorf("listing agents: %w", err)
 	}
@@ -608,7 +681,7 @@ func (r *AgentPoolReconciler) ensureDisruptionBudget(ctx context.Context, pool *
 	return nil
 }
 
-func (r *AgentPoolReconciler) createAgent(ctx context.Context, pool *agentryv1.AgentPool, queuedAt *time.Time) error {
+func (r *AgentPoolReconciler) createAgent(ctx context.Context, pool *agentryv1.AgentPool, queuedAt *time.Time) (string, error) {
 	agent := &agentryv1.Agent{
 		ObjectMeta: metav1.ObjectMeta{
 			GenerateName: pool.Name + "-",
@@ -623,9 +696,12 @@ func (r *AgentPoolReconciler) createAgent(ctx context.Context, pool *agentryv1.A
 		agent.Annotations = map[string]string{agentryv1.DemandQueuedAtAnnotation: queuedAt.UTC().Format(time.RFC3339Nano)}
 	}
 	if err := controllerutil.SetControllerReference(pool, agent, r.Scheme()); err != nil {
-		return err
+		return "", err
 	}
-	return r.Create(ctx, agent)
+	if err := r.Create(ctx, agent); err != nil {
+		return "", err
+	}
+	return agent.Name, nil
 }
 
 // scaleDown removes surplus idle agents: each is deregistered first, right
