@@ -576,6 +576,66 @@ func TestRegistrationWithItsSecretIsTakenUpAsItIs(t *testing.T) {
 	checkSecret(t, srv, &a, *reg)
 }
 
+// An operator that stopped after creating an agent's pod but before
+// recording the registration reads it back from the Secret the pod mounts:
+// the Agent shows its server id, and nothing is registered or rewritten.
+func TestRegistrationIsReadBackFromTheSecretOfARunningPod(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	srv := startServer(t)
+	const name = "linux-podded"
+	agent := &agentryv1.Agent{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{agentryv1.PoolLabel: "linux"},
+			Finalizers: []string{agentryv1.DeregisterFinalizer}},
+		Spec: agentryv1.AgentSpec{PoolName: "linux"},
+	}
+	if err := k8s.Create(ctx, agent); err != nil {
+		t.Fatal(err)
+	}
+	poolID, key, earlier := registerByHand(t, srv, name)
+	files := pipelines.AgentFiles{
+		Settings: pipelines.AgentSettings{AgentID: earlier.ID, AgentName: name, PoolID: poolID, PoolName: serverPool,
+			ServerURL: srv.URL, WorkFolder: "_work", Ephemeral: true},
+		Credentials: pipelines.Credentials{Scheme: "OAuth", Data: pipelines.CredentialData{
+			ClientID: earlier.Authorization.ClientID, AuthorizationURL: earlier.Authorization.AuthorizationURL}},
+		Key: agentcrypto.ParametersOf(key),
+	}
+	data, err := files.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Data: data}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns,
+			Labels: map[string]string{agentryv1.PoolLabel: "linux", agentryv1.AgentLabel: name}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "agent", Image: "ghcr.io/agentry-dev/agentry-agent:v0.1.0"}}},
+	}
+	for _, obj := range []client.Object{secret, pod} {
+		if err := controllerutil.SetControllerReference(agent, obj, scheme); err != nil {
+			t.Fatal(err)
+		}
+		if err := k8s.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	newPool(t, ns, srv, func(p *agentryv1.AgentPool) { p.Spec.MaxAgents = ptr.To[int32](1) })
+	a := waitForStartedAgents(t, ns, 1)[0]
+	if int(a.Status.AgentID) != earlier.ID || a.Status.PodName != name {
+		t.Errorf("status: agentId %d, pod %q; want %d and %q", a.Status.AgentID, a.Status.PodName, earlier.ID, name)
+	}
+	if registered := serverAgents(t, srv); len(registered) != 1 {
+		t.Errorf("server has %d agents, want the one read back: %v", len(registered), slices.Sorted(maps.Keys(registered)))
+	}
+	var after corev1.Secret
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(secret), &after); err != nil {
+		t.Fatal(err)
+	}
+	if after.ResourceVersion != secret.ResourceVersion {
+		t.Errorf("the Secret was rewritten (resourceVersion %s → %s)", secret.ResourceVersion, after.ResourceVersion)
+	}
+}
+
 func TestDeletingPoolDeregistersItsAgents(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t)
