@@ -192,9 +192,16 @@ func (r *AgentReconciler) reconcileNormal(ctx context.Context, agent, before *ag
 	}
 	if agent.Status.PodName != "" {
 		// The cache may show an Agent that finish already deleted, with the
-		// pod it deleted first: only a live Agent lost its pod.
-		if live, err := r.stillLive(ctx, agent); err != nil || !live {
+		// pod it deleted first, or an older version of one (without the
+		// failure that deleted its pod): only the current version of a live
+		// Agent lost its pod.
+		switch state, err := r.freshness(ctx, agent); {
+		case err != nil:
 			return ctrl.Result{}, err
+		case state == agentGone:
+			return ctrl.Result{}, nil
+		case state == agentStale:
+			return ctrl.Result{RequeueAfter: staleRetry}, nil
 		}
 		// The pod existed and is gone: whoever removed it also took the job.
 		// Deregistering now ends (or re-queues) that job on the server.
@@ -235,21 +242,37 @@ func (r *AgentReconciler) reconcileNormal(ctx context.Context, agent, before *ag
 	return ctrl.Result{RequeueAfter: durationOr(pool.Spec.StartupTimeout, agentryv1.DefaultStartupTimeout)}, nil
 }
 
-// stillLive reports whether the API server still has the Agent, not
-// deleted or being deleted. When it does not, there is nothing to do: the
-// Agent is gone, or its deletion (which bumps the generation) brings the
-// reconcile that removes it. A newer version of a live Agent does not
-// count: status writes bring no reconcile.
-func (r *AgentReconciler) stillLive(ctx context.Context, agent *agentryv1.Agent) (bool, error) {
+// agentFreshness is how the cache's copy of an Agent compares with the API
+// server's.
+type agentFreshness int
+
+const (
+	agentCurrent agentFreshness = iota
+	// agentGone: deleted, or being deleted (the deletion, which bumps the
+	// generation, brings the reconcile that removes it).
+	agentGone
+	// agentStale: the API server has a newer version; status writes bring
+	// no reconcile, so the caller comes back once the cache has it.
+	agentStale
+)
+
+// staleRetry is how soon a reconcile that met a stale Agent comes back.
+const staleRetry = 100 * time.Millisecond
+
+func (r *AgentReconciler) freshness(ctx context.Context, agent *agentryv1.Agent) (agentFreshness, error) {
 	var fresh agentryv1.Agent
 	err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(agent), &fresh)
-	if apierrors.IsNotFound(err) {
-		return false, nil
+	switch {
+	case apierrors.IsNotFound(err):
+		return agentGone, nil
+	case err != nil:
+		return agentCurrent, fmt.Errorf("reading agent: %w", err)
+	case fresh.UID != agent.UID || !fresh.DeletionTimestamp.IsZero():
+		return agentGone, nil
+	case fresh.ResourceVersion != agent.ResourceVersion:
+		return agentStale, nil
 	}
-	if err != nil {
-		return false, fmt.Errorf("reading agent: %w", err)
-	}
-	return fresh.UID == agent.UID && fresh.DeletionTimestamp.IsZero(), nil
+	return agentCurrent, nil
 }
 
 // getPod finds the agent's pod, asking the API server when the cache does

@@ -71,6 +71,9 @@ type AgentPoolReconciler struct {
 	OrphanCheckInterval time.Duration
 
 	lastOrphanCheck sync.Map // types.NamespacedName → time.Time
+	// vanished holds, per pool, the Agents the last orphan check found
+	// registered in their status but not on the server.
+	vanished sync.Map // types.NamespacedName → map[types.UID]bool
 	// created are the Agents this reconciler created that the cache may not
 	// show yet.
 	created createdAgents
@@ -231,6 +234,7 @@ func (r *AgentPoolReconciler) forget(key types.NamespacedName) {
 		r.Watches.Stop(key)
 	}
 	r.lastOrphanCheck.Delete(key)
+	r.vanished.Delete(key)
 	r.created.forget(key)
 	forgetPoolMetrics(key.Namespace, key.Name)
 }
@@ -308,7 +312,7 @@ func (r *AgentPoolReconciler) reconcileAgents(ctx context.Context, pool *agentry
 	states := agentStates(agents, ended)
 	caps := poolCapabilities(pool)
 	tally := scaling.Count(requests, states, caps.Satisfy)
-	if err := r.collectOrphans(ctx, pool, server, poolID, agents, now); err != nil {
+	if err := r.collectOrphans(ctx, pool, server, poolID, now); err != nil {
 		// Orphans are collected next time; demand must not wait for them.
 		log.Info("Cannot look for orphaned registrations", "error", err.Error())
 	}
@@ -751,15 +755,20 @@ func (r *AgentPoolReconciler) scaleDown(ctx context.Context, pool *agentryv1.Age
 // agents that carry this pool's marker and name prefix but have no Agent
 // (left by a crash or a hand-deleted Agent whose finalizer was removed), and
 // deletes Agents whose registration vanished from the server. before is
-// the pool's Agents listed before the server's agents are read, so an agent
-// registered in between is never taken for vanished; the Agents are listed
-// again after, so an agent created in between is never taken for an orphan.
-func (r *AgentPoolReconciler) collectOrphans(ctx context.Context, pool *agentryv1.AgentPool, server Server, poolID int,
-	before []agentryv1.Agent, now time.Time) error {
+// the pool's Agents listed (from the API server: a cached Agent may not show
+// yet that it was deregistered) before the server's agents are read, so an
+// agent registered in between is never taken for vanished; the Agents are
+// listed again after, so an agent created in between is never taken for an
+// orphan.
+func (r *AgentPoolReconciler) collectOrphans(ctx context.Context, pool *agentryv1.AgentPool, server Server, poolID int, now time.Time) error {
 	key := client.ObjectKeyFromObject(pool)
 	interval := r.orphanCheckInterval()
 	if last, ok := r.lastOrphanCheck.Load(key); ok && now.Sub(last.(time.Time)) < interval {
 		return nil
+	}
+	before, err := r.ownedAgents(ctx, pool)
+	if err != nil {
+		return err
 	}
 	registrations, err := server.ListAgentsWithCapabilities(ctx, poolID)
 	if err != nil {
@@ -790,12 +799,22 @@ func (r *AgentPoolReconciler) collectOrphans(ctx context.Context, pool *agentryv
 		r.Recorder.Eventf(pool, nil, corev1.EventTypeWarning, "OrphanDeregistered", "CollectOrphans",
 			"Deregistered server agent %s (id %d): it had no Agent", reg.Name, reg.ID)
 	}
+	// An Agent is taken for vanished only when two checks in a row find it
+	// so: the Agent reconciler deregisters an agent a moment before it
+	// records that, and one check can fall in between.
+	suspects := map[types.UID]bool{}
+	previous, _ := r.vanished.Load(key)
 	for i := range before {
 		a := &before[i]
 		if a.Status.AgentID == 0 || registered[int(a.Status.AgentID)] || !a.DeletionTimestamp.IsZero() || a.Status.Phase.Finished() ||
 			!meta.IsStatusConditionTrue(a.Status.Conditions, agentryv1.AgentRegisteredCondition) {
 			continue
 		}
+		suspects[a.UID] = true
+		if seen, _ := previous.(map[types.UID]bool); !seen[a.UID] {
+			continue
+		}
+		delete(suspects, a.UID)
 		log.Info("Deleting an agent whose registration vanished", "agent", a.Name, "agentId", a.Status.AgentID)
 		patch := client.MergeFrom(a.DeepCopy())
 		setDeregistered(a, "RegistrationVanished", "The server no longer has this agent")
@@ -809,6 +828,7 @@ func (r *AgentPoolReconciler) collectOrphans(ctx context.Context, pool *agentryv
 		r.Recorder.Eventf(a, nil, corev1.EventTypeWarning, "RegistrationVanished", "CollectOrphans",
 			"The server no longer has agent %d; deleting the Agent", a.Status.AgentID)
 	}
+	r.vanished.Store(key, suspects)
 	return nil
 }
 
