@@ -511,16 +511,13 @@ func TestRegistrationIsTakenOverAfterACrash(t *testing.T) {
 	checkSecret(t, srv, &a, registered[name])
 }
 
-// An operator that stopped after writing an agent's Secret but before
-// recording the registration takes that registration up as it is: the key a
-// pod may already mount is not replaced, and no second agent is registered.
-func TestRegistrationWithItsSecretIsTakenUpAsItIs(t *testing.T) {
+// stoppedOperatorAgent leaves what an operator that stopped after writing an
+// agent's Secret, before recording its registration, leaves: the Agent
+// (whose pool does not exist yet, so it waits), its registration on the
+// server and its Secret.
+func stoppedOperatorAgent(t *testing.T, ns string, srv *testServer, name string) (*agentryv1.Agent, *corev1.Secret, agentcrypto.PublicKey, *pipelines.TaskAgent) {
+	t.Helper()
 	ctx := context.Background()
-	ns := newNamespace(t)
-	srv := startServer(t)
-	const name = "linux-stopped"
-	// The Agent comes first, its pool after: until then it waits, and the
-	// test plays the stopped operator.
 	agent := &agentryv1.Agent{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{agentryv1.PoolLabel: "linux"},
 			Finalizers: []string{agentryv1.DeregisterFinalizer}},
@@ -529,13 +526,12 @@ func TestRegistrationWithItsSecretIsTakenUpAsItIs(t *testing.T) {
 	if err := k8s.Create(ctx, agent); err != nil {
 		t.Fatal(err)
 	}
-	poolID, key, earlier := registerByHand(t, srv, name)
-	pub := agentcrypto.PublicKeyOf(&key.PublicKey)
+	poolID, key, reg := registerByHand(t, srv, name)
 	files := pipelines.AgentFiles{
-		Settings: pipelines.AgentSettings{AgentID: earlier.ID, AgentName: name, PoolID: poolID, PoolName: serverPool,
+		Settings: pipelines.AgentSettings{AgentID: reg.ID, AgentName: name, PoolID: poolID, PoolName: serverPool,
 			ServerURL: srv.URL, WorkFolder: "_work", Ephemeral: true},
 		Credentials: pipelines.Credentials{Scheme: "OAuth", Data: pipelines.CredentialData{
-			ClientID: earlier.Authorization.ClientID, AuthorizationURL: earlier.Authorization.AuthorizationURL}},
+			ClientID: reg.Authorization.ClientID, AuthorizationURL: reg.Authorization.AuthorizationURL}},
 		Key: agentcrypto.ParametersOf(key),
 	}
 	data, err := files.Marshal()
@@ -549,6 +545,18 @@ func TestRegistrationWithItsSecretIsTakenUpAsItIs(t *testing.T) {
 	if err := k8s.Create(ctx, secret); err != nil {
 		t.Fatal(err)
 	}
+	return agent, secret, agentcrypto.PublicKeyOf(&key.PublicKey), reg
+}
+
+// An operator that stopped after writing an agent's Secret but before
+// recording the registration takes that registration up as it is: the key a
+// pod may already mount is not replaced, and no second agent is registered.
+func TestRegistrationWithItsSecretIsTakenUpAsItIs(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	srv := startServer(t)
+	const name = "linux-stopped"
+	_, secret, pub, earlier := stoppedOperatorAgent(t, ns, srv, name)
 
 	newPool(t, ns, srv, func(p *agentryv1.AgentPool) { p.Spec.MaxAgents = ptr.To[int32](1) })
 	a := waitForStartedAgents(t, ns, 1)[0]
@@ -559,7 +567,7 @@ func TestRegistrationWithItsSecretIsTakenUpAsItIs(t *testing.T) {
 	if len(registered) != 1 {
 		t.Fatalf("server has %d agents, want the one taken up: %v", len(registered), slices.Sorted(maps.Keys(registered)))
 	}
-	reg, err := srv.Admin.GetAgent(ctx, poolID, earlier.ID)
+	reg, err := srv.Admin.GetAgent(ctx, int(a.Status.PoolID), earlier.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -584,39 +592,17 @@ func TestRegistrationIsReadBackFromTheSecretOfARunningPod(t *testing.T) {
 	ns := newNamespace(t)
 	srv := startServer(t)
 	const name = "linux-podded"
-	agent := &agentryv1.Agent{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{agentryv1.PoolLabel: "linux"},
-			Finalizers: []string{agentryv1.DeregisterFinalizer}},
-		Spec: agentryv1.AgentSpec{PoolName: "linux"},
-	}
-	if err := k8s.Create(ctx, agent); err != nil {
-		t.Fatal(err)
-	}
-	poolID, key, earlier := registerByHand(t, srv, name)
-	files := pipelines.AgentFiles{
-		Settings: pipelines.AgentSettings{AgentID: earlier.ID, AgentName: name, PoolID: poolID, PoolName: serverPool,
-			ServerURL: srv.URL, WorkFolder: "_work", Ephemeral: true},
-		Credentials: pipelines.Credentials{Scheme: "OAuth", Data: pipelines.CredentialData{
-			ClientID: earlier.Authorization.ClientID, AuthorizationURL: earlier.Authorization.AuthorizationURL}},
-		Key: agentcrypto.ParametersOf(key),
-	}
-	data, err := files.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}, Data: data}
+	agent, secret, _, earlier := stoppedOperatorAgent(t, ns, srv, name)
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns,
 			Labels: map[string]string{agentryv1.PoolLabel: "linux", agentryv1.AgentLabel: name}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "agent", Image: "ghcr.io/agentry-dev/agentry-agent:v0.1.0"}}},
 	}
-	for _, obj := range []client.Object{secret, pod} {
-		if err := controllerutil.SetControllerReference(agent, obj, scheme); err != nil {
-			t.Fatal(err)
-		}
-		if err := k8s.Create(ctx, obj); err != nil {
-			t.Fatal(err)
-		}
+	if err := controllerutil.SetControllerReference(agent, pod, scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Create(ctx, pod); err != nil {
+		t.Fatal(err)
 	}
 
 	newPool(t, ns, srv, func(p *agentryv1.AgentPool) { p.Spec.MaxAgents = ptr.To[int32](1) })
