@@ -138,8 +138,10 @@ func TestPodThatCannotStartFailsItsAgent(t *testing.T) {
 					Reason: "ImagePullBackOff", Message: `Back-off pulling image "ghcr.io/agentry-dev/agentry-agent:v0.1.0"`}}}}
 			},
 		},
+		// Startup timeouts of 3 s: short for the test, long enough for it to
+		// set the pod's status before they pass on a loaded machine.
 		{
-			name: "unschedulable past the startup timeout", timeout: time.Second, wantReason: "Unschedulable",
+			name: "unschedulable past the startup timeout", timeout: 3 * time.Second, wantReason: "Unschedulable",
 			status: func(s *corev1.PodStatus) {
 				s.Phase = corev1.PodPending
 				s.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse,
@@ -147,7 +149,7 @@ func TestPodThatCannotStartFailsItsAgent(t *testing.T) {
 			},
 		},
 		{
-			name: "pending past the startup timeout", timeout: time.Second, wantReason: "StartupTimeout",
+			name: "pending past the startup timeout", timeout: 3 * time.Second, wantReason: "StartupTimeout",
 			status: func(s *corev1.PodStatus) { s.Phase = corev1.PodPending },
 		},
 	}
