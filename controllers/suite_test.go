@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/agentry-dev/agentry/controllers"
+	"github.com/agentry-dev/agentry/internal/poll"
 )
 
 // k8s talks to the test API server directly, without a cache, so a test
@@ -181,27 +182,15 @@ func newNamespace(t *testing.T) string {
 // error if that takes longer than timeout.
 func waitFor(t *testing.T, timeout time.Duration, what string, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := poll.Until(context.Background(), timeout, 50*time.Millisecond, check); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
 	}
 }
 
 // holds checks that check keeps returning nil for d.
 func holds(t *testing.T, d time.Duration, what string, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if err := check(); err != nil {
-			t.Fatalf("%s stopped holding: %v", what, err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := poll.Holds(context.Background(), d, 50*time.Millisecond, check); err != nil {
+		t.Fatalf("%s stopped holding: %v", what, err)
 	}
 }

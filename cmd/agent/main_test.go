@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/agentry-dev/agentry/internal/agent"
 	"github.com/agentry-dev/agentry/internal/jobapi"
 	"github.com/agentry-dev/agentry/internal/pipelines"
+	"github.com/agentry-dev/agentry/internal/poll"
 	"github.com/agentry-dev/agentry/internal/server/servertest"
 )
 
@@ -138,16 +140,14 @@ func TestBinaryStopsOnSIGTERM(t *testing.T) {
 	f := newFixture(t)
 	job := f.queue(t, "echo started; sleep 300")
 	p := startAgent(t, bin, nil, "--dir", f.dir)
-	deadline := time.Now().Add(testTimeout)
-	for {
+	if err := poll.Until(context.Background(), testTimeout, 20*time.Millisecond, func() error {
 		j, err := f.srv.Jobs.GetJob(context.Background(), job.ID)
-		if err == nil && j.State == jobapi.StateRunning {
-			break
+		if err == nil && j.State != jobapi.StateRunning {
+			err = fmt.Errorf("job %s", j.State)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("job never started (last %+v, %v); stderr:\n%s", j, err, p.stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond) // polling the server
+		return err
+	}); err != nil {
+		t.Fatalf("job never started: %v; stderr:\n%s", err, p.stderr.String())
 	}
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

@@ -24,6 +24,7 @@ import (
 	"github.com/agentry-dev/agentry/internal/agentcrypto"
 	"github.com/agentry-dev/agentry/internal/jobapi"
 	"github.com/agentry-dev/agentry/internal/pipelines"
+	"github.com/agentry-dev/agentry/internal/poll"
 	"github.com/agentry-dev/agentry/internal/server"
 	"github.com/agentry-dev/agentry/internal/server/servertest"
 	"github.com/agentry-dev/agentry/internal/server/store"
@@ -633,16 +634,14 @@ func (e *env) deleteAgentWhenOnline(t *testing.T) {
 	t.Helper()
 	ctx := context.Background()
 	s := e.files.Settings
-	deadline := time.Now().Add(testTimeout)
-	for {
+	if err := poll.Until(ctx, testTimeout, 20*time.Millisecond, func() error {
 		a, err := e.srv.Admin.GetAgent(ctx, s.PoolID, s.AgentID)
-		if err == nil && a.Status == pipelines.AgentOnline {
-			break
+		if err == nil && a.Status != pipelines.AgentOnline {
+			err = fmt.Errorf("agent %s", a.Status)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("agent never came online (last error %v)", err)
-		}
-		time.Sleep(20 * time.Millisecond) // polling the server
+		return err
+	}); err != nil {
+		t.Fatalf("agent never came online: %v", err)
 	}
 	if err := e.srv.Admin.DeleteAgent(ctx, s.PoolID, s.AgentID); err != nil {
 		t.Fatal(err)

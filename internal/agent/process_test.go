@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"slices"
 	"strconv"
@@ -9,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/agentry-dev/agentry/internal/poll"
 )
 
 // lines collects a process's output lines.
@@ -153,19 +156,16 @@ func TestProcessEndsLeftoverGroup(t *testing.T) {
 	}
 	// SIGKILL is asynchronous, so watch the process die (or turn zombie,
 	// until its new parent reaps it) rather than read its state once.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	if err := poll.Until(context.Background(), 10*time.Second, 10*time.Millisecond, func() error {
 		stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 		if err != nil {
-			return
+			return nil // gone
 		}
-		fields := strings.Fields(string(stat))
-		if len(fields) > 2 && (fields[2] == "Z" || fields[2] == "X") {
-			return
+		if fields := strings.Fields(string(stat)); len(fields) > 2 && fields[2] != "Z" && fields[2] != "X" {
+			return fmt.Errorf("state %s", fields[2])
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("background process %d still running (state %s)", pid, fields[2])
-		}
-		time.Sleep(10 * time.Millisecond) // polling /proc, not guessing
+		return nil
+	}); err != nil {
+		t.Fatalf("background process %d still running: %v", pid, err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/agentry-dev/agentry/internal/poll"
 	"github.com/agentry-dev/agentry/test/cluster"
 )
 
@@ -151,13 +152,16 @@ func create(t *testing.T, c *cluster.Cluster, obj client.Object) {
 func waitForPod(t *testing.T, c *cluster.Cluster, ns, name string, done func(*corev1.Pod) bool) *corev1.Pod {
 	t.Helper()
 	last := &corev1.Pod{}
-	err := poll(time.Minute, func() (bool, error) {
+	err := poll.Until(context.Background(), time.Minute, 50*time.Millisecond, func() error {
 		p, err := c.Clientset.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
 		if err != nil {
-			return false, err
+			return err
 		}
 		last = p
-		return done(p), nil
+		if !done(p) {
+			return errors.New("not there yet")
+		}
+		return nil
 	})
 	if err != nil {
 		t.Fatalf("waiting for pod %s/%s: %v; last seen: phase %q, node %q, statuses %+v",
@@ -168,29 +172,18 @@ func waitForPod(t *testing.T, c *cluster.Cluster, ns, name string, done func(*co
 
 func waitForPodGone(t *testing.T, c *cluster.Cluster, ns, name string) {
 	t.Helper()
-	err := poll(time.Minute, func() (bool, error) {
+	err := poll.Until(context.Background(), time.Minute, 50*time.Millisecond, func() error {
 		_, err := c.Clientset.CoreV1().Pods(ns).Get(context.Background(), name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
-			return true, nil
+			return nil
 		}
-		return false, err
+		if err == nil {
+			return errors.New("still there")
+		}
+		return err
 	})
 	if err != nil {
 		t.Fatalf("waiting for pod %s/%s to disappear: %v", ns, name, err)
-	}
-}
-
-func poll(timeout time.Duration, done func() (bool, error)) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, err := done()
-		if err != nil || ok {
-			return err
-		}
-		if time.Now().After(deadline) {
-			return errors.New("timed out")
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -7,6 +7,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/agentry-dev/agentry/internal/jobapi"
 	"github.com/agentry-dev/agentry/internal/pipelines"
+	"github.com/agentry-dev/agentry/internal/poll"
 	"github.com/agentry-dev/agentry/test/stack"
 )
 
@@ -307,19 +309,15 @@ func waitJob(ctx context.Context, s *stack.Stack, id int64, timeout time.Duratio
 
 // waitUntil polls cond every 200 ms until it holds or the timeout passes.
 func waitUntil(ctx context.Context, timeout time.Duration, cond func() (bool, string)) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
-	for {
-		ok, state := cond()
-		if ok {
-			return nil
+	return poll.Until(ctx, timeout, 200*time.Millisecond, condError(cond))
+}
+
+// condError turns a condition that describes its state into a check.
+func condError(cond func() (bool, string)) func() error {
+	return func() error {
+		if ok, state := cond(); !ok {
+			return errors.New(state)
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("gave up after %s: %s", timeout, state)
-		case <-t.C:
-		}
+		return nil
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/agentry-dev/agentry/controllers"
 	"github.com/agentry-dev/agentry/internal/jobapi"
 	"github.com/agentry-dev/agentry/internal/pipelines"
+	"github.com/agentry-dev/agentry/internal/poll"
 	"github.com/agentry-dev/agentry/test/stack"
 )
 
@@ -174,12 +175,8 @@ func minIdleHoldsWarmAgents(ctx context.Context, t *testing.T, e *env) {
 		t.Fatalf("two warm agents: %v", err)
 	}
 	// Well past the 2s scale-down delay, the warm agents are still there.
-	deadline := time.Now().Add(4 * time.Second)
-	for time.Now().Before(deadline) {
-		if ok, state := idleTwo(); !ok {
-			t.Fatalf("the warm pool did not hold: %s", state)
-		}
-		time.Sleep(200 * time.Millisecond)
+	if err := poll.Holds(ctx, 4*time.Second, 200*time.Millisecond, condError(idleTwo)); err != nil {
+		t.Fatalf("the warm pool did not hold: %v", err)
 	}
 	kubectlPatchPool(t, e.s, `{"spec":{"minIdle":0}}`)
 	if err := e.nothingLeft(ctx, time.Minute); err != nil {

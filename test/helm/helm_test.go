@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/agentry-dev/agentry/internal/poll"
 	"github.com/agentry-dev/agentry/test/cluster"
 )
 
@@ -210,18 +211,7 @@ func TestInstall(t *testing.T) {
 	}
 
 	for _, name := range []string{"agentpools.agentry.dev", "agents.agentry.dev"} {
-		err := poll(ctx, func() (bool, error) {
-			var crd apiextensionsv1.CustomResourceDefinition
-			if err := cl.Client.Get(ctx, client.ObjectKey{Name: name}, &crd); err != nil {
-				return false, client.IgnoreNotFound(err)
-			}
-			for _, c := range crd.Status.Conditions {
-				if c.Type == apiextensionsv1.Established && c.Status == apiextensionsv1.ConditionTrue {
-					return true, nil
-				}
-			}
-			return false, nil
-		})
+		err := waitEstablished(ctx, cl, name)
 		if err != nil {
 			t.Errorf("CRD %s not established: %v", name, err)
 		}
@@ -245,23 +235,20 @@ func TestInstall(t *testing.T) {
 	}
 }
 
-func poll(ctx context.Context, cond func() (bool, error)) error {
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	for {
-		ok, err := cond()
-		if err != nil {
+// waitEstablished waits until the API server serves the named CRD.
+func waitEstablished(ctx context.Context, cl *cluster.Cluster, name string) error {
+	return poll.Until(ctx, 0, 100*time.Millisecond, func() error {
+		var crd apiextensionsv1.CustomResourceDefinition
+		if err := cl.Client.Get(ctx, client.ObjectKey{Name: name}, &crd); err != nil {
 			return err
 		}
-		if ok {
-			return nil
+		for _, c := range crd.Status.Conditions {
+			if c.Type == apiextensionsv1.Established && c.Status == apiextensionsv1.ConditionTrue {
+				return nil
+			}
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
+		return errors.New("not established yet")
+	})
 }
 
 func contains(list []string, s string) bool {
@@ -282,18 +269,7 @@ func TestKustomizeApply(t *testing.T) {
 	if out, err := cl.Kubectl("apply", "-k", "../../config/default"); err != nil {
 		t.Fatalf("kubectl apply -k config/default: %v\n%s", err, out)
 	}
-	err := poll(ctx, func() (bool, error) {
-		var crd apiextensionsv1.CustomResourceDefinition
-		if err := cl.Client.Get(ctx, client.ObjectKey{Name: "agentpools.agentry.dev"}, &crd); err != nil {
-			return false, client.IgnoreNotFound(err)
-		}
-		for _, c := range crd.Status.Conditions {
-			if c.Type == apiextensionsv1.Established && c.Status == apiextensionsv1.ConditionTrue {
-				return true, nil
-			}
-		}
-		return false, nil
-	})
+	err := waitEstablished(ctx, cl, "agentpools.agentry.dev")
 	if err != nil {
 		t.Fatalf("AgentPool CRD not established: %v", err)
 	}

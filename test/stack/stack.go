@@ -31,6 +31,7 @@ import (
 
 	"github.com/agentry-dev/agentry/internal/jobapi"
 	"github.com/agentry-dev/agentry/internal/pipelines"
+	"github.com/agentry-dev/agentry/internal/poll"
 	"github.com/agentry-dev/agentry/test/cluster"
 )
 
@@ -382,19 +383,8 @@ func (s *Stack) Stop() {
 
 // waitFor retries check until it succeeds, the timeout passes or ctx ends.
 func waitFor(ctx context.Context, timeout time.Duration, what string, check func() error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
-	var last error
-	for {
-		if last = check(); last == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s: %w (last error: %v)", what, ctx.Err(), last)
-		case <-t.C:
-		}
+	if err := poll.Until(ctx, timeout, 100*time.Millisecond, check); err != nil {
+		return fmt.Errorf("waiting for %s: %w", what, err)
 	}
+	return nil
 }
