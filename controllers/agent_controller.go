@@ -26,8 +26,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	agentryv1 "github.com/agentry-dev/agentry/api/v1alpha1"
 	"github.com/agentry-dev/agentry/internal/agentcrypto"
@@ -68,6 +70,9 @@ type AgentReconciler struct {
 	Connect     Connector
 	// Keys hands out agent keys; nil makes each one on demand.
 	Keys KeySource
+	// Jobs is the servers' word on the jobs agents hold; nil waits for pods
+	// to end.
+	Jobs *agentJobs
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 
@@ -91,7 +96,7 @@ func (r *AgentReconciler) now() time.Time {
 
 // SetupWithManager registers the reconciler.
 func (r *AgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		// The Agent's own status writes (this reconciler's and the pool's)
 		// need no reconcile; creation, deletion (which bumps the generation)
 		// and spec changes do.
@@ -102,8 +107,12 @@ func (r *AgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// Registration makes an RSA key and a few server and API calls; a
 		// burst of agents should not wait for each other, and an agent that
 		// finished should not wait behind a burst of registrations.
-		WithOptions(controller.Options{MaxConcurrentReconciles: agentConcurrency}).
-		Complete(r)
+		WithOptions(controller.Options{MaxConcurrentReconciles: agentConcurrency})
+	if r.Jobs != nil {
+		// An agent whose job the server assigned or finished.
+		b = b.WatchesRawSource(source.Channel(r.Jobs.events, &handler.EnqueueRequestForObject{}))
+	}
+	return b.Complete(r)
 }
 
 // podProgressed passes the pod updates the Agent follows: its phase, its
@@ -310,6 +319,19 @@ func (r *AgentReconciler) observePod(ctx context.Context, agent, before *agentry
 			setRegistered(agent, files.Settings.AgentID, files.Settings.PoolID)
 		}
 	}
+	if job, ok := r.Jobs.lookup(poolKey(agent), int(agent.Status.AgentID)); ok {
+		if job.Finished {
+			// The server has the job's result: the agent has done its one
+			// job. It is deregistered and its pod stopped now, rather than
+			// when the pod is seen to end.
+			ctrl.LoggerFrom(ctx).Info("The agent's job finished", "jobRequestId", job.RequestID)
+			setFinished(agent, agentryv1.AgentSucceeded)
+			return r.finish(ctx, agent, before)
+		}
+		if err := r.recordJob(ctx, agent, pod, job); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	switch pod.Status.Phase {
 	case corev1.PodSucceeded:
 		setFinished(agent, agentryv1.AgentSucceeded)
@@ -360,6 +382,49 @@ func (r *AgentReconciler) observePod(ctx context.Context, agent, before *agentry
 	})
 	r.failed(agent, problem.reason, "The agent's pod could not start: "+problem.message)
 	return r.finish(ctx, agent, before)
+}
+
+// poolKey names the agent's pool.
+func poolKey(agent *agentryv1.Agent) types.NamespacedName {
+	return types.NamespacedName{Namespace: agent.Namespace, Name: agent.Spec.PoolName}
+}
+
+// recordJob notes the job a busy agent holds: its pod is marked busy (so
+// the pool's PodDisruptionBudget covers it) and its status names the job,
+// which the status write that ends the reconcile records.
+func (r *AgentReconciler) recordJob(ctx context.Context, agent *agentryv1.Agent, pod *corev1.Pod, job agentJob) error {
+	if err := markPodBusy(ctx, r.Client, agent, pod); err != nil {
+		return err
+	}
+	if agent.Status.JobRequestID == job.RequestID {
+		return nil
+	}
+	if agent.Status.JobRequestID == 0 && job.QueueTime != nil {
+		queuedToJobStarted.WithLabelValues(agent.Namespace, agent.Spec.PoolName).Observe(r.now().Sub(*job.QueueTime).Seconds())
+	}
+	agent.Status.JobRequestID = job.RequestID
+	return nil
+}
+
+// markPodBusy labels a busy agent's pod so the pool's PodDisruptionBudget
+// covers it, and tells the cluster autoscaler not to evict it.
+func markPodBusy(ctx context.Context, c client.Client, agent *agentryv1.Agent, pod *corev1.Pod) error {
+	if pod.Labels[agentryv1.BusyLabel] == "true" || !pod.DeletionTimestamp.IsZero() || !metav1.IsControlledBy(pod, agent) {
+		return nil
+	}
+	patch := client.MergeFrom(pod.DeepCopy())
+	if pod.Labels == nil {
+		pod.Labels = map[string]string{}
+	}
+	if pod.Annotations == nil {
+		pod.Annotations = map[string]string{}
+	}
+	pod.Labels[agentryv1.BusyLabel] = "true"
+	pod.Annotations[agentryv1.SafeToEvictAnnotation] = "false"
+	if err := c.Patch(ctx, pod, patch); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("marking pod %s busy: %w", pod.Name, err)
+	}
+	return nil
 }
 
 // failed reports an agent's failure where on-call looks: an Event on the

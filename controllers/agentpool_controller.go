@@ -65,6 +65,9 @@ type AgentPoolReconciler struct {
 	Connect     Connector
 	// Watches runs the queue watches; nil polls always.
 	Watches *queueWatchers
+	// Jobs tells the Agent reconciler which jobs the server says its agents
+	// hold; the queue watch fills it, or this reconciler when it polls.
+	Jobs *agentJobs
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 	// OrphanCheckInterval is how often orphans are looked for.
@@ -236,6 +239,9 @@ func (r *AgentPoolReconciler) forget(key types.NamespacedName) {
 	r.lastOrphanCheck.Delete(key)
 	r.vanished.Delete(key)
 	r.created.forget(key)
+	if r.Jobs != nil {
+		r.Jobs.forget(key)
+	}
 	forgetPoolMetrics(key.Namespace, key.Name)
 }
 
@@ -382,11 +388,7 @@ func (r *AgentPoolReconciler) reconcileAgents(ctx context.Context, pool *agentry
 		return ctrl.Result{}, fmt.Errorf("creating agent: %w", err)
 	}
 
-	// Busy agents are recorded after the burst's Agents are created: they
-	// are running already, the waiting jobs are not.
-	if err := r.recordJobRequests(ctx, pool, agents, tally.JobRequests, requests, now); err != nil {
-		return ctrl.Result{}, err
-	}
+	r.wakeBusyAgents(ctx, pool, agents)
 
 	if created == 0 {
 		remove, wait := scaling.Surplus(tally, int(pool.Spec.MinIdle), int(maxAgents(pool)),
@@ -412,7 +414,28 @@ func (r *AgentPoolReconciler) readQueue(ctx context.Context, pool *agentryv1.Age
 		}
 	}
 	requests, err = server.ListJobRequests(ctx, poolID)
+	if err == nil && r.Jobs != nil {
+		r.Jobs.observe(ctx, client.ObjectKeyFromObject(pool), requests)
+	}
 	return requests, false, err
+}
+
+// wakeBusyAgents wakes the Agents whose status is behind what the server
+// says of their job. The Agent reconciler records a job when the queue shows
+// it; this catches a wake-up that found the Agent's cached status behind.
+func (r *AgentPoolReconciler) wakeBusyAgents(ctx context.Context, pool *agentryv1.AgentPool, agents []agentryv1.Agent) {
+	if r.Jobs == nil {
+		return
+	}
+	key := client.ObjectKeyFromObject(pool)
+	for i := range agents {
+		a := &agents[i]
+		job, ok := r.Jobs.lookup(key, int(a.Status.AgentID))
+		if !ok || !a.DeletionTimestamp.IsZero() || a.Status.Phase.Finished() || (!job.Finished && a.Status.JobRequestID == job.RequestID) {
+			continue
+		}
+		r.Jobs.wake(ctx, client.ObjectKeyFromObject(a))
+	}
 }
 
 // poolCapabilities are what the pool's agents offer to jobs' demands: the
@@ -578,83 +601,6 @@ func (r *AgentPoolReconciler) listOwnedAgents(ctx context.Context, reader client
 		}
 	}
 	return owned, nil
-}
-
-// recordJobRequests writes the job each busy Agent runs into its status and
-// marks its pod busy, which puts the pod under the pool's disruption budget.
-// It is done here, not by the Agent reconciler, because the pool reads the
-// queue once for all its agents.
-func (r *AgentPoolReconciler) recordJobRequests(ctx context.Context, pool *agentryv1.AgentPool, agents []agentryv1.Agent,
-	jobs map[int]int64, requests []pipelines.TaskAgentJobRequest, now time.Time) error {
-	// A burst's agents take their jobs at about the same time; recording
-	// them one after another would hold this reconcile, and the next
-	// burst's starts, for a round trip or two per agent.
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(createConcurrency)
-	for i := range agents {
-		a := &agents[i]
-		job, ok := jobs[int(a.Status.AgentID)]
-		if !ok || a.Status.AgentID == 0 || a.Status.Phase.Finished() {
-			continue
-		}
-		if a.Status.JobRequestID == 0 {
-			if q := queueTimeOf(requests, job); q != nil {
-				queuedToJobStarted.WithLabelValues(pool.Namespace, pool.Name).Observe(now.Sub(*q).Seconds())
-			}
-		}
-		g.Go(func() error {
-			if err := r.markPodBusy(gctx, a); err != nil {
-				return err
-			}
-			if a.Status.JobRequestID == job {
-				return nil
-			}
-			patch := client.MergeFrom(a.DeepCopy())
-			a.Status.JobRequestID = job
-			if err := r.Status().Patch(gctx, a, patch); client.IgnoreNotFound(err) != nil {
-				return fmt.Errorf("recording job request of agent %s: %w", a.Name, err)
-			}
-			return nil
-		})
-	}
-	return g.Wait()
-}
-
-func queueTimeOf(requests []pipelines.TaskAgentJobRequest, id int64) *time.Time {
-	for i := range requests {
-		if requests[i].RequestID == id {
-			return requests[i].QueueTime
-		}
-	}
-	return nil
-}
-
-// markPodBusy labels a busy agent's pod so the pool's PodDisruptionBudget
-// covers it, and tells the cluster autoscaler not to evict it.
-func (r *AgentPoolReconciler) markPodBusy(ctx context.Context, a *agentryv1.Agent) error {
-	if a.Status.PodName == "" {
-		return nil
-	}
-	var pod corev1.Pod
-	if err := r.Get(ctx, client.ObjectKey{Namespace: a.Namespace, Name: a.Status.PodName}, &pod); err != nil {
-		return client.IgnoreNotFound(err)
-	}
-	if pod.Labels[agentryv1.BusyLabel] == "true" || !pod.DeletionTimestamp.IsZero() || !metav1.IsControlledBy(&pod, a) {
-		return nil
-	}
-	patch := client.MergeFrom(pod.DeepCopy())
-	if pod.Labels == nil {
-		pod.Labels = map[string]string{}
-	}
-	if pod.Annotations == nil {
-		pod.Annotations = map[string]string{}
-	}
-	pod.Labels[agentryv1.BusyLabel] = "true"
-	pod.Annotations[agentryv1.SafeToEvictAnnotation] = "false"
-	if err := r.Patch(ctx, &pod, patch); client.IgnoreNotFound(err) != nil {
-		return fmt.Errorf("marking pod %s busy: %w", pod.Name, err)
-	}
-	return nil
 }
 
 // ensureDisruptionBudget makes the pool's PodDisruptionBudget: it selects

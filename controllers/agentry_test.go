@@ -436,15 +436,17 @@ func TestAgentTakesAJobWithItsSecretAndCountsAsBusy(t *testing.T) {
 		return nil
 	})
 
-	agent.Complete(t, job, pipelines.ResultSucceeded, "hello\n")
-	agent.Close(t)
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(&pod), &pod); err != nil {
 		t.Fatal(err)
 	}
-	pod.Status.Phase = corev1.PodSucceeded
-	if err := k8s.Status().Update(ctx, &pod); err != nil {
-		t.Fatalf("marking the pod succeeded: %v", err)
+	if pod.Labels[agentryv1.BusyLabel] != "true" || pod.Annotations[agentryv1.SafeToEvictAnnotation] != "false" {
+		t.Errorf("the busy agent's pod has labels %v and annotations %v, want it marked busy", pod.Labels, pod.Annotations)
 	}
+
+	// Once the server has the job's result, the agent is deregistered and
+	// removed with its pod, which still runs: the operator does not wait for
+	// the pod to end.
+	agent.Complete(t, job, pipelines.ResultSucceeded, "hello\n")
 	waitAgentGone(t, srv, &a)
 	holds(t, time.Second, "no agent once the queue is empty", func() error {
 		if n := len(listAgents(t, ns)); n != 0 {

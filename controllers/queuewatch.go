@@ -29,6 +29,8 @@ const (
 // changes. It is a manager Runnable: the goroutines end with the manager.
 type queueWatchers struct {
 	events chan event.GenericEvent
+	// jobs, when not nil, is told each new queue before the pool is woken.
+	jobs *agentJobs
 
 	mu      sync.Mutex
 	ctx     context.Context // nil until Start
@@ -163,6 +165,9 @@ func (w *queueWatchers) run(ctx context.Context, key types.NamespacedName, qw *q
 		qw.mu.Unlock()
 		after = state.Revision
 		if changed {
+			if w.jobs != nil {
+				w.jobs.observe(ctx, key, state.JobRequests)
+			}
 			w.notify(key)
 		}
 	}

@@ -83,9 +83,11 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	if connect == nil {
 		connect = Connect
 	}
+	jobs := newAgentJobs()
 	var watches *queueWatchers
 	if !opts.DisableQueueWatch {
 		watches = newQueueWatchers()
+		watches.jobs = jobs
 	}
 	recorder := mgr.GetEventRecorder(EventReporter)
 	creds := newCredentials(mgr.GetAPIReader(), credentialsTTL)
@@ -96,6 +98,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		Recorder:            recorder,
 		Connect:             connect,
 		Watches:             watches,
+		Jobs:                jobs,
 		OrphanCheckInterval: opts.OrphanCheckInterval,
 	}).SetupWithManager(mgr); err != nil {
 		return err
@@ -119,5 +122,6 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		Recorder:    recorder,
 		Connect:     connect,
 		Keys:        keys,
+		Jobs:        jobs,
 	}).SetupWithManager(mgr)
 }

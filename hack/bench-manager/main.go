@@ -56,6 +56,7 @@ type config struct {
 	keyPoolSize                 int
 	managerArgs                 string
 	apiRequests                 bool
+	timeline                    string
 }
 
 func main() {
@@ -68,6 +69,7 @@ func main() {
 	flag.IntVar(&cfg.keyPoolSize, "key-pool-size", controllers.DefaultKeyPoolSize, "the manager's --key-pool-size; the burst waits until the pool is full")
 	flag.BoolVar(&cfg.apiRequests, "api-requests", false, "print the API server's request counts by resource and verb after the burst")
 	flag.StringVar(&cfg.managerArgs, "manager-args", "", "more agentry-manager flags, space-separated")
+	flag.StringVar(&cfg.timeline, "timeline", "", "write each job's timeline (ms after the first queue time) to this file, for finding where a burst's time goes")
 	flag.StringVar(&cfg.rows, "rows", "", "also write the results to this file as tab-separated rows")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -292,6 +294,11 @@ func run(ctx context.Context, cfg config) error {
 			podEndedToRemoved = append(podEndedToRemoved, d.Sub(e))
 		}
 	}
+	if cfg.timeline != "" {
+		if err := writeTimeline(cfg.timeline, jobs, agents, pods); err != nil {
+			return err
+		}
+	}
 	started, peak := len(agents.added), agents.peak
 	for _, st := range []struct {
 		name string
@@ -318,6 +325,21 @@ func run(ctx context.Context, cfg config) error {
 	}
 	if cfg.apiRequests {
 		printAPIRequests(s)
+		if m, err := scrape(ctx, s.MetricsURL); err == nil {
+			// The manager's own share, by method (client-go counts no resource).
+			byMethod := map[string]float64{}
+			for k, v := range m {
+				if strings.HasPrefix(k, "rest_client_requests_total{") {
+					if _, rest, ok := strings.Cut(k, `method="`); ok {
+						method, _, _ := strings.Cut(rest, `"`)
+						byMethod[method] += v
+					}
+				}
+			}
+			for _, method := range slices.Sorted(maps.Keys(byMethod)) {
+				fmt.Fprintf(os.Stderr, "manager %-8s %6.0f\n", method, byMethod[method])
+			}
+		}
 	}
 	managerRSS := rss(s.PID("agentry-manager"))
 	rows := [][2]string{
@@ -599,4 +621,37 @@ func printAPIRequests(s *stack.Stack) {
 	for _, k := range keys[:min(25, len(keys))] {
 		fmt.Fprintf(os.Stderr, "api %-40s %6.0f\n", k, counts[k])
 	}
+}
+
+// writeTimeline writes one line per job: when (ms after the first job was
+// queued) it was queued, its agent's Agent and pod were created, it was
+// assigned, started and finished, and its pod was seen ended and its Agent
+// removed. The caller holds both timelines' locks.
+func writeTimeline(path string, jobs []*jobapi.Job, agents, pods *timeline) error {
+	var t0 time.Time
+	for _, j := range jobs {
+		if j.QueueTime != nil && (t0.IsZero() || j.QueueTime.Before(t0)) {
+			t0 = *j.QueueTime
+		}
+	}
+	ms := func(t *time.Time) string {
+		if t == nil || t.IsZero() {
+			return "-"
+		}
+		return strconv.FormatInt(t.Sub(t0).Milliseconds(), 10)
+	}
+	at := func(m map[string]time.Time, k string) *time.Time {
+		if v, ok := m[k]; ok {
+			return &v
+		}
+		return nil
+	}
+	var b strings.Builder
+	b.WriteString("job\tqueued\tagent\tpod\tassigned\tstarted\tfinished\tpodEnded\tremoved\tagentName\n")
+	for _, j := range jobs {
+		fmt.Fprintf(&b, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, ms(j.QueueTime), ms(at(agents.added, j.AgentName)),
+			ms(at(pods.added, j.AgentName)), ms(j.AssignTime), ms(j.StartTime), ms(j.FinishTime),
+			ms(at(pods.ended, j.AgentName)), ms(at(agents.deleted, j.AgentName)), j.AgentName)
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
 }

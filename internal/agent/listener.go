@@ -230,7 +230,13 @@ func (l *listener) closeSession(ctx context.Context) {
 	err := l.call(ctx, 3*time.Second, "deleting the session", func(ctx context.Context) error {
 		return l.client.DeleteSession(ctx, l.files.Settings.PoolID, sess.SessionID)
 	})
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrDeregistered):
+		// The operator deregisters an agent as soon as the server has its
+		// job's result, which can be before this call: the session went
+		// with the registration.
+		l.log.Info("The agent is deregistered already; its session went with it")
+	case err != nil:
 		l.log.Error(err, "Could not delete the session; the server will expire it")
 	}
 	l.mu.Lock()

@@ -1,0 +1,113 @@
+package controllers
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+
+	agentryv1 "github.com/agentry-dev/agentry/api/v1alpha1"
+	"github.com/agentry-dev/agentry/internal/pipelines"
+)
+
+// agentJob is what the server last said of the one job an agent holds.
+type agentJob struct {
+	RequestID int64
+	// Finished: the server has the job's result (or gave the job up). The
+	// agent has run its one job and is spent, whatever its pod still does.
+	Finished bool
+	// QueueTime is when the job was queued, if the server said.
+	QueueTime *time.Time
+}
+
+// agentJobs is the server's view of the jobs the pools' agents hold, as the
+// queue watch (or the pool's poll) last read it. The Agent reconciler reads
+// it: a busy agent's pod is marked busy as soon as the server assigns it a
+// job, and an agent whose job finished is deregistered and removed then,
+// without waiting for its pod to be reported ended (a kubelet may take a
+// second or more) or for the pool's next reconcile.
+type agentJobs struct {
+	// events wakes the Agent reconciler for an agent whose job changed.
+	events chan event.GenericEvent
+
+	mu    sync.Mutex
+	pools map[types.NamespacedName]map[int]agentJob // pool → agent id → job
+}
+
+func newAgentJobs() *agentJobs {
+	return &agentJobs{events: make(chan event.GenericEvent, 1024), pools: map[types.NamespacedName]map[int]agentJob{}}
+}
+
+// heldJobs returns, per agent id, the job each agent in requests holds: an
+// unfinished request reserved for it, or a finished one that names it (an
+// agent runs one job, so a finished one means it is spent).
+func heldJobs(requests []pipelines.TaskAgentJobRequest) (jobs map[int]agentJob, names map[int]string) {
+	jobs, names = map[int]agentJob{}, map[int]string{}
+	for i := range requests {
+		r := &requests[i]
+		if r.ReservedAgent == nil || r.ReservedAgent.ID == 0 {
+			continue
+		}
+		id := r.ReservedAgent.ID
+		finished := r.FinishTime != nil || r.Result != nil
+		if held, ok := jobs[id]; ok && held.Finished && !finished {
+			continue
+		}
+		jobs[id] = agentJob{RequestID: r.RequestID, Finished: finished, QueueTime: r.QueueTime}
+		names[id] = r.ReservedAgent.Name
+	}
+	return jobs, names
+}
+
+// observe records a pool's queue and wakes the Agents whose job is new or
+// has finished since the last one. The Agent's name is the one the agent
+// was registered with; a name that is no Agent costs one empty reconcile.
+func (b *agentJobs) observe(ctx context.Context, pool types.NamespacedName, requests []pipelines.TaskAgentJobRequest) {
+	jobs, names := heldJobs(requests)
+	b.mu.Lock()
+	old := b.pools[pool]
+	b.pools[pool] = jobs
+	var wake []string
+	for id, job := range jobs {
+		if was, ok := old[id]; !ok || was.RequestID != job.RequestID || was.Finished != job.Finished {
+			wake = append(wake, names[id])
+		}
+	}
+	b.mu.Unlock()
+	for _, name := range wake {
+		b.wake(ctx, types.NamespacedName{Namespace: pool.Namespace, Name: name})
+	}
+}
+
+// wake queues a reconcile of the named Agent. It waits while the Agent
+// reconciler's intake is full rather than drop the wake-up: a busy agent
+// must be marked busy.
+func (b *agentJobs) wake(ctx context.Context, agent types.NamespacedName) {
+	ev := event.GenericEvent{Object: &agentryv1.Agent{}}
+	ev.Object.SetNamespace(agent.Namespace)
+	ev.Object.SetName(agent.Name)
+	select {
+	case b.events <- ev:
+	case <-ctx.Done():
+	}
+}
+
+// lookup returns the job the server last said the pool's agent holds.
+func (b *agentJobs) lookup(pool types.NamespacedName, agentID int) (agentJob, bool) {
+	if b == nil || agentID == 0 {
+		return agentJob{}, false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	job, ok := b.pools[pool][agentID]
+	return job, ok
+}
+
+// forget drops a deleted pool's jobs.
+func (b *agentJobs) forget(pool types.NamespacedName) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.pools, pool)
+}
