@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"modernc.org/sqlite"
@@ -27,14 +28,28 @@ import (
 // so a copy of it (taken while the server is stopped, or with SQLite's
 // online backup) is a complete backup.
 //
-// Writes go through one connection and every write is one BEGIN IMMEDIATE
-// transaction, so the compare-and-set methods cannot interleave, not even
-// with another process that opens the same file. Reads use a small pool of
-// read-only connections and, in WAL mode, never wait for a writer.
-// Commits are synchronous (synchronous=FULL): a call that returned has
-// reached the disk.
+// Every write runs on one connection, in a BEGIN IMMEDIATE transaction, so
+// the compare-and-set methods cannot interleave, not even with another
+// process that opens the same file. Commits are synchronous
+// (synchronous=FULL): a call that returned has reached the disk.
+//
+// Writes are group-committed: one goroutine (writer) takes the writes that
+// are waiting, up to maxBatch, and runs them one after another in a single
+// transaction, each in its own savepoint, then commits once. A write that
+// fails is rolled back to its savepoint alone; every caller is answered only
+// after the COMMIT returned. So a write means what it would in its own
+// transaction, and a burst of writes shares one fsync instead of paying one
+// each.
+//
+// Reads use a small pool of read-only connections and, in WAL mode, never
+// wait for a writer. Both sides prepare each SQL text once (stmtCache).
 type SQLite struct {
-	w, r *sql.DB
+	wdb, rdb *sql.DB
+	w        *writer    // runs every write, on wdb's one connection
+	r        *stmtCache // reads, on rdb's pool
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 var _ Store = (*SQLite)(nil)
@@ -58,34 +73,52 @@ func NewSQLite(path string) (*SQLite, error) {
 		}
 		return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
 	}
-	w, err := sql.Open("sqlite", dsn("_txlock", "immediate"))
+	ctx := context.Background()
+	wdb, err := sql.Open("sqlite", dsn("_txlock", "immediate"))
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
-	w.SetMaxOpenConns(1)
-	if err := migrate(context.Background(), w); err != nil {
-		w.Close()
+	wdb.SetMaxOpenConns(1)
+	if err := migrate(ctx, wdb); err != nil {
+		wdb.Close()
 		return nil, fmt.Errorf("migrating %s: %w", path, err)
 	}
-	r, err := sql.Open("sqlite", dsn("_pragma", "query_only(1)"))
+	rdb, err := sql.Open("sqlite", dsn("_pragma", "query_only(1)"))
 	if err != nil {
-		w.Close()
+		wdb.Close()
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
-	r.SetMaxOpenConns(4)
-	return &SQLite{w: w, r: r}, nil
+	// Keep every reader open (database/sql keeps two idle by default): a
+	// connection closed and opened again prepares its statements anew.
+	rdb.SetMaxOpenConns(4)
+	rdb.SetMaxIdleConns(4)
+	// The writer holds wdb's only connection from here on, so nothing else
+	// can use it: migrations ran before, Backup goes through the writer.
+	w, err := newWriter(ctx, wdb)
+	if err != nil {
+		rdb.Close()
+		wdb.Close()
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	return &SQLite{wdb: wdb, rdb: rdb, w: w, r: newStmtCache(rdb)}, nil
 }
 
-// Close closes the database.
+// Close closes the database, once the writes already under way are done;
+// later calls fail.
 func (s *SQLite) Close() error {
-	return errors.Join(s.r.Close(), s.w.Close())
+	s.closeOnce.Do(func() {
+		s.closeErr = errors.Join(s.w.close(), s.r.close(), s.rdb.Close(), s.wdb.Close())
+	})
+	return s.closeErr
 }
 
 // Backup writes a consistent copy of the database to dst (a new file)
 // without closing the store; writes wait while it runs.
 func (s *SQLite) Backup(ctx context.Context, dst string) error {
-	_, err := s.w.ExecContext(ctx, "VACUUM INTO ?", dst)
-	return err
+	return s.w.alone(ctx, func(ctx context.Context, tx writeTx) error {
+		_, err := tx.ExecContext(ctx, "VACUUM INTO ?", dst)
+		return err
+	})
 }
 
 // migrate applies the embedded migrations (migrations/NNNN_name.sql) that
@@ -146,7 +179,8 @@ func migrate(ctx context.Context, db *sql.DB) error {
 }
 
 // inTx runs fn in a transaction (BEGIN IMMEDIATE on the write connection)
-// and commits it if fn returns nil.
+// and commits it if fn returns nil. Only migrate uses it, before the writer
+// takes the connection; the store's writes go through the writer.
 func inTx(ctx context.Context, db *sql.DB, fn func(tx *sql.Tx) error) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
@@ -158,8 +192,6 @@ func inTx(ctx context.Context, db *sql.DB, fn func(tx *sql.Tx) error) error {
 	}
 	return tx.Commit()
 }
-
-func (s *SQLite) tx(ctx context.Context, fn func(tx *sql.Tx) error) error { return inTx(ctx, s.w, fn) }
 
 // ---- value conversions ----
 
@@ -229,13 +261,16 @@ func rowsAffected(res sql.Result, err error) (int64, error) {
 // CreatePool implements Store.
 func (s *SQLite) CreatePool(ctx context.Context, name string, now time.Time) (Pool, error) {
 	p := Pool{Name: name, CreatedOn: now}
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		return tx.QueryRowContext(ctx, "INSERT INTO pools (name, name_key, created_on) VALUES (?, ?, ?) RETURNING id",
+	// The constraint check is on the INSERT's error, inside the write: a
+	// failed COMMIT can be another write's constraint (see writer).
+	err := s.w.do(ctx, func(ctx context.Context, tx writeTx) error {
+		err := tx.QueryRowContext(ctx, "INSERT INTO pools (name, name_key, created_on) VALUES (?, ?, ?) RETURNING id",
 			name, foldKey(name), unixNano(now)).Scan(&p.ID)
+		if isConstraint(err) {
+			return fmt.Errorf("pool %q: %w", name, ErrExists)
+		}
+		return err
 	})
-	if isConstraint(err) {
-		return Pool{}, fmt.Errorf("pool %q: %w", name, ErrExists)
-	}
 	if err != nil {
 		return Pool{}, err
 	}
@@ -274,7 +309,7 @@ type rowScanner interface{ Scan(dest ...any) error }
 
 // queryAll runs a query and scans every row; an empty result is an empty,
 // non-nil slice.
-func queryAll[T any](ctx context.Context, db *sql.DB, scan func(rowScanner) (T, error), query string, args ...any) ([]T, error) {
+func queryAll[T any](ctx context.Context, db *stmtCache, scan func(rowScanner) (T, error), query string, args ...any) ([]T, error) {
 	rows, err := db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
@@ -339,7 +374,7 @@ func (s *SQLite) CreateAgent(ctx context.Context, a Agent) (Agent, error) {
 	if err != nil {
 		return Agent{}, err
 	}
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.w.do(ctx, func(ctx context.Context, tx writeTx) error {
 		var one int
 		if err := tx.QueryRowContext(ctx, "SELECT 1 FROM pools WHERE id = ?", a.PoolID).Scan(&one); errors.Is(err, sql.ErrNoRows) {
 			return notFound("pool", a.PoolID)
@@ -374,7 +409,7 @@ func (s *SQLite) ReplaceAgent(ctx context.Context, a Agent) (Agent, error) {
 		return Agent{}, err
 	}
 	var out Agent
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.w.do(ctx, func(ctx context.Context, tx writeTx) error {
 		n, err := rowsAffected(tx.ExecContext(ctx, `UPDATE agents SET name = ?, name_key = ?, version = ?, os_description = ?,
 			enabled = ?, max_parallelism = ?, provisioning_state = ?, key_exponent = ?, key_modulus = ?,
 			system_capabilities = ?, user_capabilities = ? WHERE id = ?`,
@@ -400,7 +435,7 @@ func (s *SQLite) SetSystemCapabilities(ctx context.Context, agentID int, caps ma
 	if err != nil {
 		return err
 	}
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.w.do(ctx, func(ctx context.Context, tx writeTx) error {
 		n, err := rowsAffected(tx.ExecContext(ctx, "UPDATE agents SET system_capabilities = ? WHERE id = ?", sys, agentID))
 		if err == nil && n == 0 {
 			return notFound("agent", agentID)
@@ -429,7 +464,7 @@ func (s *SQLite) ListAgents(ctx context.Context, poolID int) ([]Agent, error) {
 // DeleteAgent implements Store.
 func (s *SQLite) DeleteAgent(ctx context.Context, id int, now time.Time) (AgentDeletion, error) {
 	var d AgentDeletion
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.w.do(ctx, func(ctx context.Context, tx writeTx) error {
 		var requestID int64
 		err := tx.QueryRowContext(ctx, "SELECT request_id FROM agents WHERE id = ?", id).Scan(&requestID)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -463,7 +498,7 @@ func (s *SQLite) DeleteAgent(ctx context.Context, id int, now time.Time) (AgentD
 
 // takeBack requeues a job its agent will not run, or abandons it when the
 // agent had started it or it has had MaxJobAttempts attempts.
-func takeBack(ctx context.Context, tx *sql.Tx, j Job, now time.Time) (Job, error) {
+func takeBack(ctx context.Context, tx writeTx, j Job, now time.Time) (Job, error) {
 	if _, err := tx.ExecContext(ctx, "DELETE FROM messages WHERE request_id = ?", j.RequestID); err != nil {
 		return Job{}, err
 	}
@@ -491,7 +526,7 @@ func takeBack(ctx context.Context, tx *sql.Tx, j Job, now time.Time) (Job, error
 
 // PutListenerToken implements Store.
 func (s *SQLite) PutListenerToken(ctx context.Context, t ListenerToken, now time.Time) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.w.do(ctx, func(ctx context.Context, tx writeTx) error {
 		if _, err := tx.ExecContext(ctx, "DELETE FROM listener_tokens WHERE agent_id = ? AND expires_at <= ?", t.AgentID, unixNano(now)); err != nil {
 			return err
 		}
@@ -518,7 +553,7 @@ func (s *SQLite) GetListenerToken(ctx context.Context, hash string) (ListenerTok
 
 // DeleteListenerTokens implements Store.
 func (s *SQLite) DeleteListenerTokens(ctx context.Context, agentID int) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.w.do(ctx, func(ctx context.Context, tx writeTx) error {
 		_, err := tx.ExecContext(ctx, "DELETE FROM listener_tokens WHERE agent_id = ?", agentID)
 		return err
 	})
@@ -542,7 +577,7 @@ func scanSession(row rowScanner) (Session, error) {
 
 // CreateSession implements Store.
 func (s *SQLite) CreateSession(ctx context.Context, ss Session, staleBefore time.Time) (Session, error) {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.w.do(ctx, func(ctx context.Context, tx writeTx) error {
 		var one int
 		if err := tx.QueryRowContext(ctx, "SELECT 1 FROM agents WHERE id = ?", ss.AgentID).Scan(&one); errors.Is(err, sql.ErrNoRows) {
 			return notFound("agent", ss.AgentID)
@@ -594,7 +629,7 @@ func (s *SQLite) GetAgentSession(ctx context.Context, agentID int) (Session, err
 
 // TouchSession implements Store.
 func (s *SQLite) TouchSession(ctx context.Context, id string, now time.Time) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.w.do(ctx, func(ctx context.Context, tx writeTx) error {
 		n, err := rowsAffected(tx.ExecContext(ctx, "UPDATE sessions SET last_seen = max(last_seen, ?) WHERE id = ?", unixNano(now), id))
 		if err == nil && n == 0 {
 			return notFound("session", id)
@@ -605,7 +640,7 @@ func (s *SQLite) TouchSession(ctx context.Context, id string, now time.Time) err
 
 // DeleteSession implements Store.
 func (s *SQLite) DeleteSession(ctx context.Context, id string) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.w.do(ctx, func(ctx context.Context, tx writeTx) error {
 		n, err := rowsAffected(tx.ExecContext(ctx, "DELETE FROM sessions WHERE id = ?", id))
 		if err == nil && n == 0 {
 			return notFound("session", id)
@@ -656,7 +691,7 @@ func (s *SQLite) CreateJob(ctx context.Context, j Job) (Job, error) {
 		return Job{}, err
 	}
 	var out Job
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.w.do(ctx, func(ctx context.Context, tx writeTx) error {
 		var one int
 		if err := tx.QueryRowContext(ctx, "SELECT 1 FROM pools WHERE id = ?", j.PoolID).Scan(&one); errors.Is(err, sql.ErrNoRows) {
 			return notFound("pool", j.PoolID)
@@ -723,7 +758,7 @@ func (s *SQLite) ListJobs(ctx context.Context, f JobFilter) ([]Job, error) {
 // AssignJob implements Store.
 func (s *SQLite) AssignJob(ctx context.Context, a Assignment) (Job, error) {
 	var out Job
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.w.do(ctx, func(ctx context.Context, tx writeTx) error {
 		j, err := getJob(ctx, tx, a.RequestID)
 		if err != nil {
 			return err
@@ -764,7 +799,7 @@ func (s *SQLite) AssignJob(ctx context.Context, a Assignment) (Job, error) {
 // RenewJob implements Store.
 func (s *SQLite) RenewJob(ctx context.Context, requestID int64, agentID int, lockedUntil, now time.Time) (Job, error) {
 	var out Job
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.w.do(ctx, func(ctx context.Context, tx writeTx) error {
 		j, err := getJob(ctx, tx, requestID)
 		if errors.Is(err, ErrNotFound) || (err == nil && (j.AgentID != agentID || agentID == 0)) {
 			return notFound("job request", requestID)
@@ -791,7 +826,7 @@ func (s *SQLite) RenewJob(ctx context.Context, requestID int64, agentID int, loc
 // FinishJob implements Store.
 func (s *SQLite) FinishJob(ctx context.Context, requestID int64, result pipelines.TaskResult, now time.Time) (Job, error) {
 	var out Job
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.w.do(ctx, func(ctx context.Context, tx writeTx) error {
 		j, err := getJob(ctx, tx, requestID)
 		if err != nil {
 			return err
@@ -811,7 +846,7 @@ func (s *SQLite) FinishJob(ctx context.Context, requestID int64, result pipeline
 
 // finishJob records a job's result. A finished job leaves nothing for its
 // agent to pick up, so its undelivered messages go with it.
-func finishJob(ctx context.Context, tx *sql.Tx, requestID int64, result pipelines.TaskResult, now time.Time) error {
+func finishJob(ctx context.Context, tx writeTx, requestID int64, result pipelines.TaskResult, now time.Time) error {
 	if _, err := tx.ExecContext(ctx, "UPDATE jobs SET finish_time = ?, result = ? WHERE request_id = ?",
 		unixNano(now), string(result), requestID); err != nil {
 		return err
@@ -823,7 +858,7 @@ func finishJob(ctx context.Context, tx *sql.Tx, requestID int64, result pipeline
 // CancelJob implements Store.
 func (s *SQLite) CancelJob(ctx context.Context, requestID int64, cancel Message, now time.Time) (Job, error) {
 	var out Job
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.w.do(ctx, func(ctx context.Context, tx writeTx) error {
 		j, err := getJob(ctx, tx, requestID)
 		if err != nil {
 			return err
@@ -857,7 +892,7 @@ func (s *SQLite) CancelJob(ctx context.Context, requestID int64, cancel Message,
 // RequeueJob implements Store.
 func (s *SQLite) RequeueJob(ctx context.Context, requestID int64, agentID int, now time.Time) (Job, error) {
 	var out Job
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.w.do(ctx, func(ctx context.Context, tx writeTx) error {
 		j, err := getJob(ctx, tx, requestID)
 		if err != nil {
 			return err
@@ -886,7 +921,7 @@ func (s *SQLite) NextMessage(ctx context.Context, agentID int, now time.Time) (M
 		return Message{}, err
 	}
 	var m Message
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.w.do(ctx, func(ctx context.Context, tx writeTx) error {
 		var body []byte
 		err := tx.QueryRowContext(ctx, "SELECT id, agent_id, type, body, request_id FROM messages WHERE agent_id = ? ORDER BY id LIMIT 1",
 			agentID).Scan(&m.ID, &m.AgentID, &m.Type, &body, &m.RequestID)
@@ -909,7 +944,7 @@ func (s *SQLite) NextMessage(ctx context.Context, agentID int, now time.Time) (M
 
 // DeleteMessage implements Store.
 func (s *SQLite) DeleteMessage(ctx context.Context, agentID int, messageID int64) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.w.do(ctx, func(ctx context.Context, tx writeTx) error {
 		_, err := tx.ExecContext(ctx, "DELETE FROM messages WHERE id = ? AND agent_id = ?", messageID, agentID)
 		return err
 	})
@@ -953,7 +988,7 @@ func jobExists(ctx context.Context, q queryRower, requestID int64) error {
 // UpdateTimelineRecords implements Store.
 func (s *SQLite) UpdateTimelineRecords(ctx context.Context, requestID int64, records []pipelines.TimelineRecord, now time.Time) ([]pipelines.TimelineRecord, error) {
 	var out []pipelines.TimelineRecord
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.w.do(ctx, func(ctx context.Context, tx writeTx) error {
 		if err := jobExists(ctx, tx, requestID); err != nil {
 			return err
 		}
@@ -1044,7 +1079,7 @@ func (s *SQLite) ListTimelineRecords(ctx context.Context, requestID int64) ([]pi
 
 // AppendFeed implements Store.
 func (s *SQLite) AppendFeed(ctx context.Context, requestID int64, lines []string) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.w.do(ctx, func(ctx context.Context, tx writeTx) error {
 		var n, size int
 		err := tx.QueryRowContext(ctx, "SELECT feed_lines, feed_bytes FROM jobs WHERE request_id = ?", requestID).Scan(&n, &size)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -1074,7 +1109,7 @@ func (s *SQLite) AppendFeed(ctx context.Context, requestID int64, lines []string
 // CreateLog implements Store.
 func (s *SQLite) CreateLog(ctx context.Context, requestID int64, path string, now time.Time) (pipelines.TaskLog, error) {
 	var id int
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.w.do(ctx, func(ctx context.Context, tx writeTx) error {
 		var n int
 		err := tx.QueryRowContext(ctx, "SELECT log_count FROM jobs WHERE request_id = ?", requestID).Scan(&n)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -1104,7 +1139,7 @@ func (s *SQLite) CreateLog(ctx context.Context, requestID int64, path string, no
 // AppendLog implements Store.
 func (s *SQLite) AppendLog(ctx context.Context, requestID int64, logID int, data []byte, now time.Time) (pipelines.TaskLog, error) {
 	var l pipelines.TaskLog
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.w.do(ctx, func(ctx context.Context, tx writeTx) error {
 		var jobBytes int
 		err := tx.QueryRowContext(ctx, "SELECT log_bytes FROM jobs WHERE request_id = ?", requestID).Scan(&jobBytes)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -1150,13 +1185,31 @@ func (s *SQLite) AppendLog(ctx context.Context, requestID int64, logID int, data
 // JobLog implements Store. It reads in one transaction so the log and the
 // job's state agree.
 func (s *SQLite) JobLog(ctx context.Context, requestID int64) ([]byte, error) {
-	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	const (
+		jobQuery = "SELECT finish_time, log_bytes, feed_lines FROM jobs WHERE request_id = ?"
+		logQuery = `SELECT l.log_id, c.data FROM logs l JOIN log_chunks c USING (request_id, log_id)
+			WHERE l.request_id = ? ORDER BY l.log_id, c.id`
+		feedQuery = "SELECT line FROM feed_lines WHERE request_id = ? ORDER BY seq"
+	)
+	// Prepared before the transaction takes its connection (see txStmt).
+	var stmts [3]*sql.Stmt
+	for i, q := range []string{jobQuery, logQuery, feedQuery} {
+		var err error
+		if stmts[i], err = s.r.stmt(ctx, q); err != nil {
+			return nil, err
+		}
+	}
+	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, err
 	}
 	defer tx.Rollback()
+	st, err := txStmt(ctx, tx, stmts[0], jobQuery)
+	if err != nil {
+		return nil, err
+	}
 	var finish, uploaded, feedLines int64
-	err = tx.QueryRowContext(ctx, "SELECT finish_time, log_bytes, feed_lines FROM jobs WHERE request_id = ?", requestID).Scan(&finish, &uploaded, &feedLines)
+	err = st.QueryRowContext(ctx, requestID).Scan(&finish, &uploaded, &feedLines)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, notFound("job request", requestID)
 	} else if err != nil {
@@ -1166,8 +1219,11 @@ func (s *SQLite) JobLog(ctx context.Context, requestID int64) ([]byte, error) {
 	// While the job runs, its step logs exist but are still empty or partial:
 	// the live feed is the better view until the job finishes.
 	if uploaded > 0 && (finish != 0 || feedLines == 0) {
-		rows, err := tx.QueryContext(ctx, `SELECT l.log_id, c.data FROM logs l JOIN log_chunks c USING (request_id, log_id)
-			WHERE l.request_id = ? ORDER BY l.log_id, c.id`, requestID)
+		st, err := txStmt(ctx, tx, stmts[1], logQuery)
+		if err != nil {
+			return nil, err
+		}
+		rows, err := st.QueryContext(ctx, requestID)
 		if err != nil {
 			return nil, err
 		}
@@ -1188,7 +1244,11 @@ func (s *SQLite) JobLog(ctx context.Context, requestID int64) ([]byte, error) {
 		endLine(&buf)
 		return buf.Bytes(), rows.Err()
 	}
-	rows, err := tx.QueryContext(ctx, "SELECT line FROM feed_lines WHERE request_id = ? ORDER BY seq", requestID)
+	st, err = txStmt(ctx, tx, stmts[2], feedQuery)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.QueryContext(ctx, requestID)
 	if err != nil {
 		return nil, err
 	}
@@ -1227,14 +1287,16 @@ func scanAdminToken(row rowScanner) (AdminToken, error) {
 
 // CreateAdminToken implements Store.
 func (s *SQLite) CreateAdminToken(ctx context.Context, t AdminToken) (AdminToken, error) {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		return tx.QueryRowContext(ctx, `INSERT INTO admin_tokens (name, name_key, hash, created_on, expires_at, revoked_at)
+	err := s.w.do(ctx, func(ctx context.Context, tx writeTx) error {
+		err := tx.QueryRowContext(ctx, `INSERT INTO admin_tokens (name, name_key, hash, created_on, expires_at, revoked_at)
 			VALUES (?, ?, ?, ?, ?, ?) RETURNING id`, t.Name, foldKey(t.Name), t.Hash, unixNano(t.CreatedOn),
 			unixNano(t.ExpiresAt), unixNano(t.RevokedAt)).Scan(&t.ID)
+		if isConstraint(err) {
+			return fmt.Errorf("admin token %q: %w", t.Name, ErrExists)
+		}
+		return err
 	})
-	if isConstraint(err) {
-		return AdminToken{}, fmt.Errorf("admin token %q: %w", t.Name, ErrExists)
-	} else if err != nil {
+	if err != nil {
 		return AdminToken{}, err
 	}
 	return t, nil
@@ -1257,7 +1319,7 @@ func (s *SQLite) ListAdminTokens(ctx context.Context) ([]AdminToken, error) {
 // RevokeAdminToken implements Store.
 func (s *SQLite) RevokeAdminToken(ctx context.Context, id int64, now time.Time) (AdminToken, error) {
 	var t AdminToken
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.w.do(ctx, func(ctx context.Context, tx writeTx) error {
 		if _, err := tx.ExecContext(ctx, "UPDATE admin_tokens SET revoked_at = ? WHERE id = ? AND revoked_at = 0", unixNano(now), id); err != nil {
 			return err
 		}

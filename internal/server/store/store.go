@@ -7,9 +7,10 @@
 // the store's own memory), and is atomic on its own: the methods that decide
 // something under concurrency (AssignJob, NextMessage, DeleteAgent,
 // FinishJob, CreateSession) are compare-and-set operations that map onto one
-// SQL transaction each. Memory is the in-process implementation, SQLite the
-// durable one (the server's default); both pass the same conformance suite
-// (package storetest).
+// SQL transaction each (in SQLite, a savepoint of a transaction several
+// writes share, which behaves the same). Memory is the in-process
+// implementation, SQLite the durable one (the server's default); both pass
+// the same conformance suite (package storetest).
 //
 // Tokens are stored only as hashes (see the server's hashToken). The one
 // exception is a job message waiting for its agent to acknowledge it: its
