@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr"
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -19,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -99,18 +101,29 @@ func (r *AgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
 		// The Agent's own status writes (this reconciler's and the pool's)
 		// need no reconcile; creation, deletion (which bumps the generation)
-		// and spec changes do.
-		For(&agentryv1.Agent{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Owns(&corev1.Pod{}, builder.WithPredicates(podProgressed)).
+		// and spec changes do. Not For: its handler has no say on priority.
+		Watches(&agentryv1.Agent{}, urgentAgentHandler{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &agentryv1.Agent{}, handler.OnlyControllerOwner()),
+			builder.WithPredicates(podProgressed)).
 		Watches(&corev1.Pod{}, endedPodHandler{}).
 		Named("agent").
 		// Registration makes an RSA key and a few server and API calls; a
 		// burst of agents should not wait for each other, and an agent that
 		// finished should not wait behind a burst of registrations.
-		WithOptions(controller.Options{MaxConcurrentReconciles: agentConcurrency})
+		WithOptions(controller.Options{
+			MaxConcurrentReconciles: agentConcurrency,
+			// What For would log: the Agent's name with its kind.
+			LogConstructor: func(req *reconcile.Request) logr.Logger {
+				log := mgr.GetLogger().WithValues("controller", "agent", "controllerGroup", agentryv1.GroupVersion.Group, "controllerKind", "Agent")
+				if req != nil {
+					log = log.WithValues("Agent", klog.KRef(req.Namespace, req.Name), "namespace", req.Namespace, "name", req.Name)
+				}
+				return log
+			},
+		})
 	if r.Jobs != nil {
 		// An agent whose job the server assigned or finished.
-		b = b.WatchesRawSource(source.Channel(r.Jobs.events, &handler.EnqueueRequestForObject{}))
+		b = b.WatchesRawSource(source.Channel(r.Jobs.events, agentWakeHandler))
 	}
 	return b.Complete(r)
 }

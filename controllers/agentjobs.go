@@ -8,7 +8,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
-	agentryv1 "github.com/agentry-dev/agentry/api/v1alpha1"
 	"github.com/agentry-dev/agentry/internal/pipelines"
 )
 
@@ -30,14 +29,21 @@ type agentJob struct {
 // second or more) or for the pool's next reconcile.
 type agentJobs struct {
 	// events wakes the Agent reconciler for an agent whose job changed.
-	events chan event.GenericEvent
+	events chan event.TypedGenericEvent[agentWake]
 
 	mu    sync.Mutex
 	pools map[types.NamespacedName]map[int]agentJob // pool → agent id → job
 }
 
 func newAgentJobs() *agentJobs {
-	return &agentJobs{events: make(chan event.GenericEvent, 1024), pools: map[types.NamespacedName]map[int]agentJob{}}
+	return &agentJobs{events: make(chan event.TypedGenericEvent[agentWake], 1024), pools: map[types.NamespacedName]map[int]agentJob{}}
+}
+
+// agentWake asks for a reconcile of an Agent whose job changed.
+type agentWake struct {
+	agent types.NamespacedName
+	// finished: the job finished, and the agent is to be removed.
+	finished bool
 }
 
 // heldJobs returns, per agent id, the job each agent in requests holds: an
@@ -69,27 +75,24 @@ func (b *agentJobs) observe(ctx context.Context, pool types.NamespacedName, requ
 	b.mu.Lock()
 	old := b.pools[pool]
 	b.pools[pool] = jobs
-	var wake []string
+	var wake []agentWake
 	for id, job := range jobs {
 		if was, ok := old[id]; !ok || was.RequestID != job.RequestID || was.Finished != job.Finished {
-			wake = append(wake, names[id])
+			wake = append(wake, agentWake{agent: types.NamespacedName{Namespace: pool.Namespace, Name: names[id]}, finished: job.Finished})
 		}
 	}
 	b.mu.Unlock()
-	for _, name := range wake {
-		b.wake(ctx, types.NamespacedName{Namespace: pool.Namespace, Name: name})
+	for _, w := range wake {
+		b.wake(ctx, w)
 	}
 }
 
 // wake queues a reconcile of the named Agent. It waits while the Agent
 // reconciler's intake is full rather than drop the wake-up: a busy agent
 // must be marked busy.
-func (b *agentJobs) wake(ctx context.Context, agent types.NamespacedName) {
-	ev := event.GenericEvent{Object: &agentryv1.Agent{}}
-	ev.Object.SetNamespace(agent.Namespace)
-	ev.Object.SetName(agent.Name)
+func (b *agentJobs) wake(ctx context.Context, w agentWake) {
 	select {
-	case b.events <- ev:
+	case b.events <- event.TypedGenericEvent[agentWake]{Object: w}:
 	case <-ctx.Done():
 	}
 }

@@ -434,7 +434,7 @@ func (r *AgentPoolReconciler) wakeBusyAgents(ctx context.Context, pool *agentryv
 		if !ok || !a.DeletionTimestamp.IsZero() || a.Status.Phase.Finished() || (!job.Finished && a.Status.JobRequestID == job.RequestID) {
 			continue
 		}
-		r.Jobs.wake(ctx, client.ObjectKeyFromObject(a))
+		r.Jobs.wake(ctx, agentWake{agent: client.ObjectKeyFromObject(a), finished: job.Finished})
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -15,13 +16,65 @@ import (
 	agentryv1 "github.com/agentry-dev/agentry/api/v1alpha1"
 )
 
-// endedPodPriority puts an Agent whose pod has ended ahead of the queue.
-// During a burst the Agent queue is full of registrations; an agent that
-// finished its job should be deregistered and removed without waiting
-// behind them (job finished → agent removed is what users watch).
-const endedPodPriority = 10
+// urgentPriority puts an Agent ahead of the queue when a user waits on what
+// its reconcile does: a new Agent (a job waits for its pod), one whose job
+// the server finished or whose pod ended (job finished → agent removed),
+// and one being deleted. The rest (recording that a pod runs, marking a busy
+// pod) waits behind them during a burst.
+const urgentPriority = 10
 
-// endedPodHandler enqueues a pod's Agent with endedPodPriority when the pod
+// urgentAgentHandler enqueues an Agent at urgentPriority when it is created
+// (not when the cache lists it at start-up) and when its generation changes
+// (its deletion).
+type urgentAgentHandler struct{}
+
+var _ handler.EventHandler = urgentAgentHandler{}
+
+func (urgentAgentHandler) Create(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	if e.IsInInitialList {
+		// Start-up: what happens now goes first, as controller-runtime's
+		// own handlers do it.
+		addAt(q, handler.LowPriority, client.ObjectKeyFromObject(e.Object))
+		return
+	}
+	addAt(q, urgentPriority, client.ObjectKeyFromObject(e.Object))
+}
+
+func (urgentAgentHandler) Update(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	addAt(q, urgentPriority, client.ObjectKeyFromObject(e.ObjectNew))
+}
+
+func (urgentAgentHandler) Delete(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(e.Object)})
+}
+
+func (urgentAgentHandler) Generic(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(e.Object)})
+}
+
+// agentWakeHandler enqueues the Agents agentJobs wakes: urgently when their
+// job finished.
+var agentWakeHandler = handler.TypedFuncs[agentWake, reconcile.Request]{
+	GenericFunc: func(_ context.Context, e event.TypedGenericEvent[agentWake], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		if e.Object.finished {
+			addAt(q, urgentPriority, e.Object.agent)
+			return
+		}
+		q.Add(reconcile.Request{NamespacedName: e.Object.agent})
+	},
+}
+
+// addAt enqueues key at priority when q is a priority queue.
+func addAt(q workqueue.TypedRateLimitingInterface[reconcile.Request], priority int, key types.NamespacedName) {
+	req := reconcile.Request{NamespacedName: key}
+	if pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request]); ok {
+		pq.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(priority)}, req)
+		return
+	}
+	q.Add(req)
+}
+
+// endedPodHandler enqueues a pod's Agent with urgentPriority when the pod
 // has ended or is being deleted. Other pod events reach the Agent through
 // Owns at normal priority.
 type endedPodHandler struct{}
@@ -61,11 +114,6 @@ func enqueueAgentOf(pod *corev1.Pod, q workqueue.TypedRateLimitingInterface[reco
 		if ref.Controller == nil || !*ref.Controller || ref.Kind != "Agent" || ref.APIVersion != agentryv1.GroupVersion.String() {
 			continue
 		}
-		req := reconcile.Request{NamespacedName: types.NamespacedName{Namespace: pod.Namespace, Name: ref.Name}}
-		if pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request]); ok {
-			pq.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(endedPodPriority)}, req)
-		} else {
-			q.Add(req)
-		}
+		addAt(q, urgentPriority, types.NamespacedName{Namespace: pod.Namespace, Name: ref.Name})
 	}
 }

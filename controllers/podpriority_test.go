@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -37,7 +38,36 @@ func TestEndedPodHandlerPrioritises(t *testing.T) {
 		t.Fatalf("queue holds %d items, want the registration and the ended pod's Agent", q.Len())
 	}
 	item, prio, _ := q.GetWithPriority()
-	if item.Name != "done" || prio != endedPodPriority {
-		t.Errorf("first out = %s at priority %d, want the ended pod's Agent at %d", item.Name, prio, endedPodPriority)
+	if item.Name != "done" || prio != urgentPriority {
+		t.Errorf("first out = %s at priority %d, want the ended pod's Agent at %d", item.Name, prio, urgentPriority)
+	}
+}
+
+// A new Agent and an agent whose job finished go ahead of bookkeeping (a
+// pod that started, a job that was assigned); Agents listed at start-up go
+// last.
+func TestAgentEventsPrioritise(t *testing.T) {
+	q := priorityqueue.New[reconcile.Request]("test")
+	defer q.ShutDown()
+	ctx := context.Background()
+	agent := func(name string) *agentryv1.Agent {
+		return &agentryv1.Agent{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name}}
+	}
+	key := func(name string) types.NamespacedName { return types.NamespacedName{Namespace: "ns", Name: name} }
+	urgentAgentHandler{}.Create(ctx, event.CreateEvent{Object: agent("listed"), IsInInitialList: true}, q)
+	agentWakeHandler.Generic(ctx, event.TypedGenericEvent[agentWake]{Object: agentWake{agent: key("assigned")}}, q)
+	urgentAgentHandler{}.Create(ctx, event.CreateEvent{Object: agent("new")}, q)
+	agentWakeHandler.Generic(ctx, event.TypedGenericEvent[agentWake]{Object: agentWake{agent: key("finished"), finished: true}}, q)
+
+	var got []string
+	for q.Len() > 0 {
+		item, _, _ := q.GetWithPriority()
+		got = append(got, item.Name)
+		q.Done(item)
+	}
+	// Equal priorities come out in the order they went in.
+	want := []string{"new", "finished", "assigned", "listed"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("order out of the queue (-want +got):\n%s", diff)
 	}
 }
