@@ -6,9 +6,19 @@
 // that run the whole job protocol), and prints a table.
 //
 //	go run ./hack/bench [-sessions 10000] [-jobs 200] [-burst 1000] [-rows FILE]
+//	    [-sqlite] [-watch] [-cpuprofile FILE]
 //
 // -rows also writes the figures as hack/benchrows lines, for hack/benchall.
 // Everything is on loopback; it raises RLIMIT_NOFILE for both processes.
+//
+// Besides latency it reports the server's CPU time (user + system, from
+// /proc/PID/stat) per agent set up and per job. -sqlite runs the server on
+// the SQLite store in a fresh data folder, as `agentry-server serve --data`
+// does (the default is the in-memory store); -watch adds what
+// agentry-manager does to the server during a burst: it long-polls the
+// pool's queue watch, reads the queue again (after=0) on each answer that
+// shows a waiting job, and deregisters each agent once its job is done.
+// -cpuprofile writes a pprof CPU profile of the server during the burst.
 package main
 
 import (
@@ -22,13 +32,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptrace"
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -43,11 +54,15 @@ import (
 	"github.com/agentry-dev/agentry/internal/jobapi"
 	"github.com/agentry-dev/agentry/internal/pipelines"
 	"github.com/agentry-dev/agentry/internal/server"
+	"github.com/agentry-dev/agentry/internal/server/store"
 )
 
 const (
 	roleEnv  = "AGENTRY_BENCH_ROLE"
 	tokenEnv = "AGENTRY_BENCH_TOKEN"
+	// dataEnv, when set, is the server's data folder: it runs on the
+	// SQLite store there.
+	dataEnv = "AGENTRY_BENCH_DATA"
 )
 
 func main() {
@@ -86,12 +101,26 @@ func raiseFileLimit(need uint64) error {
 }
 
 // serve is the child: agentry-server on a loopback port it prints, until
-// its stdin closes (the parent ended).
+// its stdin closes (the parent ended). Lines on stdin control a CPU
+// profile: "cpuprofile FILE" starts one, "stop" writes it.
 func serve(ctx context.Context) error {
 	if err := raiseFileLimit(0); err != nil {
 		return err
 	}
-	srv, err := server.New(server.Config{AdminToken: os.Getenv(tokenEnv)})
+	cfg := server.Config{AdminToken: os.Getenv(tokenEnv)}
+	if dir := os.Getenv(dataEnv); dir != "" {
+		// What `agentry-server serve --data DIR` opens.
+		if err := server.InitDataDir(dir); err != nil {
+			return err
+		}
+		db, err := store.NewSQLite(filepath.Join(dir, server.DatabaseFile))
+		if err != nil {
+			return err
+		}
+		defer db.Close()
+		cfg.Store = db
+	}
+	srv, err := server.New(cfg)
 	if err != nil {
 		return err
 	}
@@ -102,15 +131,36 @@ func serve(ctx context.Context) error {
 	fmt.Println(ln.Addr().String())
 	ctx, cancel := context.WithCancel(ctx)
 	go func() {
-		_, _ = io.Copy(io.Discard, os.Stdin)
-		cancel()
+		defer cancel()
+		var profile *os.File
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			cmd, arg, _ := strings.Cut(sc.Text(), " ")
+			switch {
+			case cmd == "cpuprofile" && profile == nil:
+				f, err := os.Create(arg)
+				if err == nil {
+					err = pprof.StartCPUProfile(f)
+				}
+				if err != nil {
+					fmt.Fprintln(os.Stderr, "bench server: cpu profile:", err)
+					continue
+				}
+				profile = f
+			case cmd == "stop" && profile != nil:
+				pprof.StopCPUProfile()
+				profile.Close()
+				profile = nil
+			}
+		}
 	}()
 	return srv.Run(ctx, ln)
 }
 
 type options struct {
 	sessions, jobs, burst, workers int
-	rows                           string
+	rows, cpuprofile               string
+	sqlite, watch                  bool
 }
 
 type agent struct {
@@ -140,6 +190,12 @@ type bench struct {
 	done     chan string // names of completed jobs
 	errs     atomic.Int64
 	lastErr  atomic.Value
+	// cleaned counts agents that ran their job and closed their session
+	// (and, with -watch, were deregistered): the server's work for a job
+	// ends there.
+	cleaned atomic.Int64
+	// watchAnswers counts the queue watch's answers (-watch).
+	watchAnswers atomic.Int64
 }
 
 func run(ctx context.Context) error {
@@ -149,6 +205,9 @@ func run(ctx context.Context) error {
 	flag.IntVar(&o.burst, "burst", 1000, "jobs queued at once for latency under load and throughput")
 	flag.IntVar(&o.workers, "workers", 16, "concurrent setup and queue calls")
 	flag.StringVar(&o.rows, "rows", "", "also write the results to this file as tab-separated rows")
+	flag.BoolVar(&o.sqlite, "sqlite", false, "run the server on the SQLite store in a temporary data folder (as serve --data), not in memory")
+	flag.BoolVar(&o.watch, "watch", false, "also do what agentry-manager does: watch the queue, read it again before starting agents, deregister spent agents")
+	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write the server's CPU profile during the burst to this file (pprof)")
 	flag.Parse()
 	if o.jobs+o.burst > o.sessions {
 		return fmt.Errorf("-jobs + -burst (%d) must not exceed -sessions (%d): an agent takes one job", o.jobs+o.burst, o.sessions)
@@ -162,6 +221,17 @@ func run(ctx context.Context) error {
 	token := hex.EncodeToString(tok)
 	child := exec.CommandContext(ctx, os.Args[0])
 	child.Env = append(os.Environ(), roleEnv+"=server", tokenEnv+"="+token)
+	storeDesc := "memory"
+	if o.sqlite {
+		dir, err := os.MkdirTemp("", "agentry-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		data := filepath.Join(dir, "data")
+		child.Env = append(child.Env, dataEnv+"="+data)
+		storeDesc = "sqlite (" + data + ")"
+	}
 	child.Stderr = os.Stderr
 	stdin, err := child.StdinPipe()
 	if err != nil {
@@ -182,6 +252,8 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reading the server's address: %w", err)
 	}
+	pid := child.Process.Pid
+	fmt.Fprintf(os.Stderr, "bench: server pid %d, store %s\n", pid, storeDesc)
 
 	b := &bench{opt: o, url: "http://" + strings.TrimSpace(addr),
 		delivers: make(chan delivery, o.sessions), done: make(chan string, o.sessions)}
@@ -201,11 +273,13 @@ func run(ctx context.Context) error {
 	b.poolID = p.ID
 
 	start := time.Now()
+	cpu0 := cpuTime(pid)
 	agents, err := b.connectAll(ctx)
 	if err != nil {
 		return err
 	}
 	setup := time.Since(start)
+	setupCPU := cpuTime(pid) - cpu0
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -221,22 +295,53 @@ func run(ctx context.Context) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	time.Sleep(2 * time.Second)
-	rssIdle := rss(child.Process.Pid)
+	rssIdle := rss(pid)
+	if o.watch {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b.watchQueue(ctx)
+		}()
+	}
 
+	fmt.Fprintf(os.Stderr, "bench: %d jobs one at a time\n", o.jobs)
+	cpu0 = cpuTime(pid)
 	idleLat, err := b.sequential(ctx)
 	if err != nil {
 		return err
 	}
+	if err := b.waitCleaned(ctx, o.jobs); err != nil {
+		return err
+	}
+	seqCPU := cpuTime(pid) - cpu0
+	fmt.Fprintf(os.Stderr, "bench: a burst of %d jobs\n", o.burst)
+	if o.cpuprofile != "" {
+		path, err := filepath.Abs(o.cpuprofile)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdin, "cpuprofile %s\n", path)
+	}
+	cpu0 = cpuTime(pid)
 	burstLat, elapsed, err := b.burstRun(ctx)
 	if err != nil {
 		return err
 	}
-	rssEnd := rss(child.Process.Pid)
+	if err := b.waitCleaned(ctx, o.jobs+o.burst); err != nil {
+		return err
+	}
+	burstCPU := cpuTime(pid) - cpu0
+	if o.cpuprofile != "" {
+		fmt.Fprintln(stdin, "stop")
+	}
+	rssEnd := rss(pid)
 	cancel()
 	wg.Wait()
 
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "agentry-server benchmark\t\n")
+	fmt.Fprintf(tw, "store\t%s\t\n", storeName(o.sqlite))
+	fmt.Fprintf(tw, "as agentry-manager too (-watch)\t%t\t\n", o.watch)
 	fmt.Fprintf(tw, "idle long-poll sessions\t%d\t\n", len(agents))
 	fmt.Fprintf(tw, "setup (register + token + session)\t%s\t\n", setup.Round(time.Millisecond))
 	fmt.Fprintf(tw, "server RSS with all sessions parked\t%.1f MiB\t\n", rssIdle)
@@ -244,6 +349,12 @@ func run(ctx context.Context) error {
 	fmt.Fprintf(tw, "queue→delivery, one at a time (n=%d)\tp50 %s  p99 %s  max %s\t\n", len(idleLat), pct(idleLat, 50), pct(idleLat, 99), pct(idleLat, 100))
 	fmt.Fprintf(tw, "queue→delivery, burst (n=%d)\tp50 %s  p99 %s  max %s\t\n", len(burstLat), pct(burstLat, 50), pct(burstLat, 99), pct(burstLat, 100))
 	fmt.Fprintf(tw, "burst: %d jobs run end to end in\t%s = %.0f jobs/s\t\n", o.burst, elapsed.Round(time.Millisecond), float64(o.burst)/elapsed.Seconds())
+	fmt.Fprintf(tw, "server CPU per agent set up\t%s\t\n", perUnit(setupCPU, len(agents)))
+	fmt.Fprintf(tw, "server CPU per job, one at a time\t%s\t\n", perUnit(seqCPU, o.jobs))
+	fmt.Fprintf(tw, "server CPU per job, burst\t%s\t\n", perUnit(burstCPU, o.burst))
+	if o.watch {
+		fmt.Fprintf(tw, "queue watch answers\t%d\t\n", b.watchAnswers.Load())
+	}
 	fmt.Fprintf(tw, "agent-side errors\t%d\t\n", b.errs.Load())
 	if err := tw.Flush(); err != nil {
 		return err
@@ -266,8 +377,32 @@ func run(ctx context.Context) error {
 		row(fmt.Sprintf("queue→delivery, burst (n=%d) p99", len(burstLat)), pct(burstLat, 99)),
 		row(fmt.Sprintf("burst throughput (%d jobs end to end in %s)", o.burst, elapsed.Round(time.Millisecond)), fmt.Sprintf("%.0f jobs/s", float64(o.burst)/elapsed.Seconds())),
 		row("server RSS after the burst", fmt.Sprintf("%.1f MiB", rssEnd)),
+		row("server CPU per job, burst ("+benchMode(o)+")", perUnit(burstCPU, o.burst)),
 		row("agent-side errors", strconv.Itoa(int(b.errs.Load()))),
 	})
+}
+
+// benchMode names the store and whether the manager's calls were added.
+func benchMode(o options) string {
+	if o.watch {
+		return storeName(o.sqlite) + " store, -watch"
+	}
+	return storeName(o.sqlite) + " store"
+}
+
+func storeName(sqlite bool) string {
+	if sqlite {
+		return "sqlite"
+	}
+	return "memory"
+}
+
+// perUnit is cpu divided among n, in milliseconds.
+func perUnit(cpu time.Duration, n int) string {
+	if n <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f ms", float64(cpu)/float64(n)/float64(time.Millisecond))
 }
 
 // parallel runs f for 0..n-1 on workers goroutines; the first error wins.
@@ -367,6 +502,7 @@ func (b *bench) runAgent(ctx context.Context, a *agent) {
 		if err := b.runJob(ctx, a, m, at); err != nil && ctx.Err() == nil {
 			b.fail(err)
 		}
+		b.cleaned.Add(1)
 		return
 	}
 }
@@ -424,7 +560,55 @@ func (b *bench) runJob(ctx context.Context, a *agent, m *pipelines.TaskAgentMess
 		return err
 	}
 	b.done <- job.JobDisplayName
-	return a.listener.DeleteSession(ctx, a.poolID, a.sessionID)
+	if err := a.listener.DeleteSession(ctx, a.poolID, a.sessionID); err != nil {
+		return err
+	}
+	if b.opt.watch {
+		// agentry-manager deregisters an ephemeral agent that ran its job.
+		return b.admin.DeleteAgent(ctx, a.poolID, a.id)
+	}
+	return nil
+}
+
+// waitCleaned waits until n agents have finished with the server.
+func (b *bench) waitCleaned(ctx context.Context, n int) error {
+	deadline := time.Now().Add(time.Minute)
+	for b.cleaned.Load() < int64(n) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("only %d of %d agents closed their session within a minute of their job", b.cleaned.Load(), n)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nil
+}
+
+// watchQueue long-polls the pool's queue watch as agentry-manager does and,
+// like the manager before it starts agents, reads the queue again (after=0)
+// each time an answer shows a job still waiting for an agent.
+func (b *bench) watchQueue(ctx context.Context) {
+	var after int64
+	for ctx.Err() == nil {
+		st, err := b.jobs.WatchQueue(ctx, b.poolID, after, 30*time.Second)
+		if err != nil {
+			if ctx.Err() == nil {
+				b.fail(fmt.Errorf("queue watch: %w", err))
+				time.Sleep(time.Second)
+			}
+			continue
+		}
+		b.watchAnswers.Add(1)
+		if st.Revision != after && slices.ContainsFunc(st.JobRequests, func(r pipelines.TaskAgentJobRequest) bool {
+			return r.ReservedAgent == nil && r.Result == nil
+		}) {
+			if _, err := b.jobs.WatchQueue(ctx, b.poolID, 0, 0); err != nil && ctx.Err() == nil {
+				b.fail(fmt.Errorf("queue read: %w", err))
+			}
+		}
+		after = st.Revision
+	}
 }
 
 // sequential queues jobs one at a time, each after the previous one was
@@ -519,6 +703,29 @@ func percentile(d []time.Duration, p int) time.Duration {
 // deliveryTarget is issue 3's: with 10,000 sessions waiting, a newly queued
 // job reaches its agent with p99 under 50 ms.
 const deliveryTarget = 50 * time.Millisecond
+
+// cpuTime is the CPU time (user + system, all threads) the process has
+// used, from /proc/PID/stat; 0 if it cannot be read.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// Fields 14 and 15, utime and stime, count after the command name,
+	// which is in parentheses and may hold spaces.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b)[i+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	// Clock ticks: USER_HZ is 100 on every Linux the bench runs on.
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
 
 // rss is the process's resident set in MiB, from /proc.
 func rss(pid int) float64 {
