@@ -40,6 +40,8 @@ import (
 const (
 	// createConcurrency bounds the Agent creates one reconcile has in flight.
 	createConcurrency = 32
+	// createTimeout bounds one round of Agent creates.
+	createTimeout = time.Minute
 	// serverRetryInterval is the shortest wait before calling a server that
 	// just failed again.
 	serverRetryInterval = 10 * time.Second
@@ -78,8 +80,13 @@ type AgentPoolReconciler struct {
 	// registered in their status but not on the server.
 	vanished sync.Map // types.NamespacedName → map[types.UID]bool
 	// created are the Agents this reconciler created that the cache may not
-	// show yet.
+	// show yet, and the creates under way.
 	created createdAgents
+	// createFailures counts, per pool, the start rounds in a row in which a
+	// create failed, for the back-off before the next.
+	createFailures sync.Map // types.NamespacedName → *atomic.Int32
+	// wakes queues pool reconciles from outside the watches.
+	wakes chan event.GenericEvent
 }
 
 // createdAgentsMemory is how long a created Agent the cache does not show
@@ -87,16 +94,45 @@ type AgentPoolReconciler struct {
 // never shows was deleted before it could.
 const createdAgentsMemory = 10 * time.Second
 
-// createdAgents remembers, per pool, the Agents created and not yet seen in
-// the cache.
+// createdAgents remembers, per pool, the Agents being created and the ones
+// created and not yet seen in the cache.
 type createdAgents struct {
 	mu    sync.Mutex
 	pools map[types.NamespacedName]map[string]time.Time
+	// creating counts the creates whose call has not returned.
+	creating map[types.NamespacedName]int
+}
+
+// begin notes n creates about to be made.
+func (c *createdAgents) begin(pool types.NamespacedName, n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.creating == nil {
+		c.creating = map[types.NamespacedName]int{}
+	}
+	c.creating[pool] += n
+}
+
+// done ends one create; name is the created Agent's, empty when the create
+// failed. In one step, so that the Agent is never counted twice or not at all.
+func (c *createdAgents) done(pool types.NamespacedName, name string, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.creating[pool] > 0 {
+		c.creating[pool]--
+	}
+	if name != "" {
+		c.addLocked(pool, name, now)
+	}
 }
 
 func (c *createdAgents) add(pool types.NamespacedName, name string, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.addLocked(pool, name, now)
+}
+
+func (c *createdAgents) addLocked(pool types.NamespacedName, name string, now time.Time) {
 	if c.pools == nil {
 		c.pools = map[types.NamespacedName]map[string]time.Time{}
 	}
@@ -106,26 +142,27 @@ func (c *createdAgents) add(pool types.NamespacedName, name string, now time.Tim
 	c.pools[pool][name] = now
 }
 
-// pending returns the pool's created Agents not in seen, and forgets the
-// ones seen or created longer than createdAgentsMemory ago.
-func (c *createdAgents) pending(pool types.NamespacedName, seen map[string]bool, now time.Time) []string {
+// pending returns the pool's created Agents not in seen, and the number of
+// creates still under way; it forgets the Agents seen or created longer than
+// createdAgentsMemory ago.
+func (c *createdAgents) pending(pool types.NamespacedName, seen map[string]bool, now time.Time) (names []string, creating int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var out []string
 	for name, at := range c.pools[pool] {
 		if seen[name] || now.Sub(at) > createdAgentsMemory {
 			delete(c.pools[pool], name)
 			continue
 		}
-		out = append(out, name)
+		names = append(names, name)
 	}
-	return out
+	return names, c.creating[pool]
 }
 
 func (c *createdAgents) forget(pool types.NamespacedName) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.pools, pool)
+	delete(c.creating, pool)
 }
 
 // SetupWithManager registers the reconciler.
@@ -141,6 +178,8 @@ func (r *AgentPoolReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// is updated or deleted.
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(poolOfPod), builder.WithPredicates(podEndedNow)).
 		Named("agentpool")
+	r.wakes = make(chan event.GenericEvent, 64)
+	b = b.WatchesRawSource(source.Channel(r.wakes, &handler.EnqueueRequestForObject{}))
 	if r.Watches != nil {
 		if err := mgr.Add(r.Watches); err != nil {
 			return err
@@ -239,6 +278,7 @@ func (r *AgentPoolReconciler) forget(key types.NamespacedName) {
 	r.lastOrphanCheck.Delete(key)
 	r.vanished.Delete(key)
 	r.created.forget(key)
+	r.createFailures.Delete(key)
 	if r.Jobs != nil {
 		r.Jobs.forget(key)
 	}
@@ -360,37 +400,18 @@ func (r *AgentPoolReconciler) reconcileAgents(ctx context.Context, pool *agentry
 		log.Info("Starting agents", "count", start, "waitingJobs", tally.Waiting, "available", tally.Available(), "total", tally.Total)
 	}
 	demand := demandQueueTimes(requests, tally, caps)
-	// A burst's Agents are created concurrently: one by one, each waits a
-	// round trip to a busy API server. The count stays exact: each of the
-	// start goroutines creates at most one Agent.
-	var createdN atomic.Int32
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(createConcurrency)
-	for i := range start {
-		var queuedAt *time.Time
+	queued := make([]*time.Time, start)
+	for i := range queued {
 		if k := tally.Available() + i; k < len(demand) {
-			queuedAt = &demand[k]
+			queued[i] = &demand[k]
 		}
-		g.Go(func() error {
-			name, err := r.createAgent(gctx, pool, queuedAt)
-			if err != nil {
-				return err
-			}
-			r.created.add(client.ObjectKeyFromObject(pool), name, r.now())
-			createdN.Add(1)
-			return nil
-		})
 	}
-	err = g.Wait()
-	created := int(createdN.Load())
-	setCounts(pool, tally, created)
-	if err != nil {
-		return ctrl.Result{}, fmt.Errorf("creating agent: %w", err)
-	}
+	r.startAgents(ctx, pool, queued)
+	setCounts(pool, tally, start)
 
 	r.wakeBusyAgents(ctx, pool, agents)
 
-	if created == 0 {
+	if start == 0 {
 		remove, wait := scaling.Surplus(tally, int(pool.Spec.MinIdle), int(maxAgents(pool)),
 			durationOr(pool.Spec.ScaleDownDelay, agentryv1.DefaultScaleDownDelay), now)
 		if wait > 0 {
@@ -582,8 +603,13 @@ func (r *AgentPoolReconciler) countedAgents(ctx context.Context, pool *agentryv1
 	for _, a := range agents {
 		seen[a.Name] = true
 	}
-	for _, name := range r.created.pending(client.ObjectKeyFromObject(pool), seen, now) {
+	names, creating := r.created.pending(client.ObjectKeyFromObject(pool), seen, now)
+	for _, name := range names {
 		agents = append(agents, agentryv1.Agent{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: pool.Namespace}})
+	}
+	// An Agent still being created counts as one starting: it has no name yet.
+	for range creating {
+		agents = append(agents, agentryv1.Agent{ObjectMeta: metav1.ObjectMeta{Namespace: pool.Namespace}})
 	}
 	return agents, nil
 }
@@ -629,6 +655,67 @@ func (r *AgentPoolReconciler) ensureDisruptionBudget(ctx context.Context, pool *
 		return fmt.Errorf("creating PodDisruptionBudget: %w", err)
 	}
 	return nil
+}
+
+// startAgents creates one Agent per entry of queued (the queue time of the
+// job it is for, if known), concurrently and without holding the reconcile:
+// under a burst each create waits for a busy API server, and demand that
+// arrives meanwhile is met by the next reconcile, which counts the creates
+// still under way. A failed create wakes the pool again after a back-off,
+// which grows while creates keep failing.
+//
+// The creates run on the reconcile's context, which controller-runtime ends
+// when the manager stops, not when the reconcile returns.
+func (r *AgentPoolReconciler) startAgents(ctx context.Context, pool *agentryv1.AgentPool, queued []*time.Time) {
+	if len(queued) == 0 {
+		return
+	}
+	key := client.ObjectKeyFromObject(pool)
+	owner := pool.DeepCopy()
+	r.created.begin(key, len(queued))
+	go func() {
+		ctx, cancel := context.WithTimeout(ctx, createTimeout)
+		defer cancel()
+		var g errgroup.Group
+		g.SetLimit(createConcurrency)
+		var failed atomic.Int32
+		var firstErr atomic.Value
+		for _, q := range queued {
+			g.Go(func() error {
+				name, err := r.createAgent(ctx, owner, q)
+				r.created.done(key, name, r.now())
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+				}
+				return nil
+			})
+		}
+		_ = g.Wait()
+		if failed.Load() == 0 {
+			r.createFailures.Delete(key)
+			return
+		}
+		err := firstErr.Load().(error)
+		n, _ := r.createFailures.LoadOrStore(key, new(atomic.Int32))
+		retry := min(time.Second<<min(n.(*atomic.Int32).Add(1)-1, 6), time.Minute)
+		ctrl.LoggerFrom(ctx).Error(err, "Creating agents failed; trying again", "failed", failed.Load(), "of", len(queued), "retryIn", retry)
+		r.Recorder.Eventf(owner, nil, corev1.EventTypeWarning, "CreateFailed", "StartAgents",
+			"Creating %d of %d agents failed: %s", failed.Load(), len(queued), err.Error())
+		time.AfterFunc(retry, func() { r.wake(key) })
+	}()
+}
+
+// wake queues a reconcile of the pool.
+func (r *AgentPoolReconciler) wake(pool types.NamespacedName) {
+	ev := event.GenericEvent{Object: &agentryv1.AgentPool{}}
+	ev.Object.SetNamespace(pool.Namespace)
+	ev.Object.SetName(pool.Name)
+	select {
+	case r.wakes <- ev:
+	default:
+		// Full: the pool is due for a reconcile already.
+	}
 }
 
 func (r *AgentPoolReconciler) createAgent(ctx context.Context, pool *agentryv1.AgentPool, queuedAt *time.Time) (string, error) {

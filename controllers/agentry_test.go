@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -841,4 +842,64 @@ func TestAgentPoolValidation(t *testing.T) {
 			t.Fatalf("the API server rejects the sample: %v", err)
 		}
 	})
+}
+
+// Agent creates the API server refuses (here by an admission policy) are
+// reported on the pool and retried: once the policy is gone, the waiting job
+// gets its agent without anything else changing.
+func TestRefusedAgentCreatesAreReportedAndRetried(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	srv := startServer(t)
+	srv.queueJobs(t, 1)
+	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: ns + "-no-agents"},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+					Rule: admissionregistrationv1.Rule{APIGroups: []string{agentryv1.GroupVersion.Group},
+						APIVersions: []string{"*"}, Resources: []string{"agents"}},
+				},
+			}}},
+			Validations: []admissionregistrationv1.Validation{{Expression: "false", Message: "no agents here"}},
+		},
+	}
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: policy.Name},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        policy.Name,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+			MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}},
+		},
+	}
+	for _, obj := range []client.Object{policy, binding} {
+		if err := k8s.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = k8s.Delete(context.Background(), obj) })
+	}
+	probe := func() error {
+		a := &agentryv1.Agent{ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: "probe-"}, Spec: agentryv1.AgentSpec{PoolName: "linux"}}
+		return k8s.Create(ctx, a, client.DryRunAll)
+	}
+	waitFor(t, 10*time.Second, "the policy to refuse Agents", func() error {
+		if probe() == nil {
+			return fmt.Errorf("an Agent is still accepted")
+		}
+		return nil
+	})
+
+	newPool(t, ns, srv, nil)
+	checkEvent(t, ns, "linux", "CreateFailed")
+	if n := len(listAgents(t, ns)); n != 0 {
+		t.Fatalf("%d agents exist although the API server refuses them", n)
+	}
+
+	if err := k8s.Delete(ctx, binding); err != nil {
+		t.Fatal(err)
+	}
+	waitForStartedAgents(t, ns, 1)
 }
