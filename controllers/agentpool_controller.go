@@ -87,6 +87,8 @@ type AgentPoolReconciler struct {
 	createFailures sync.Map // types.NamespacedName → *atomic.Int32
 	// wakes queues pool reconciles from outside the watches.
 	wakes chan event.GenericEvent
+	// lastStatusWrite is when each pool's status was last written.
+	lastStatusWrite sync.Map // types.NamespacedName → time.Time
 }
 
 // createdAgentsMemory is how long a created Agent the cache does not show
@@ -261,14 +263,43 @@ func (r *AgentPoolReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	pool.Status.ObservedGeneration = pool.Generation
 	meta.SetStatusCondition(&pool.Status.Conditions, readyCondition(pool, obs))
 	if !equality.Semantic.DeepEqual(before.Status, pool.Status) {
-		if perr := r.patchStatus(ctx, pool); perr != nil && err == nil {
-			err = fmt.Errorf("writing status: %w", perr)
+		if wait := r.countsWait(req.NamespacedName, &before.Status, &pool.Status); wait > 0 {
+			if result.RequeueAfter == 0 || wait < result.RequeueAfter {
+				result.RequeueAfter = wait
+			}
+		} else if perr := r.patchStatus(ctx, pool); perr != nil {
+			if err == nil {
+				err = fmt.Errorf("writing status: %w", perr)
+			}
+		} else {
+			r.lastStatusWrite.Store(req.NamespacedName, r.now())
 		}
 	}
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	return result, nil
+}
+
+// statusCountsInterval is the least time between two status writes that
+// change nothing but the counts: during a burst every change of the queue
+// would write one, and each write holds the reconcile that the next jobs
+// wait for.
+const statusCountsInterval = time.Second
+
+// countsWait is how long to hold a status write that changes only the
+// counts; 0 writes it now.
+func (r *AgentPoolReconciler) countsWait(key types.NamespacedName, before, after *agentryv1.AgentPoolStatus) time.Duration {
+	b, a := before.DeepCopy(), after.DeepCopy()
+	b.Agents, a.Agents, b.WaitingJobs, a.WaitingJobs = agentryv1.AgentCounts{}, agentryv1.AgentCounts{}, 0, 0
+	if !equality.Semantic.DeepEqual(b, a) {
+		return 0
+	}
+	last, ok := r.lastStatusWrite.Load(key)
+	if !ok {
+		return 0
+	}
+	return max(statusCountsInterval-r.now().Sub(last.(time.Time)), 0)
 }
 
 func (r *AgentPoolReconciler) forget(key types.NamespacedName) {
@@ -279,6 +310,7 @@ func (r *AgentPoolReconciler) forget(key types.NamespacedName) {
 	r.vanished.Delete(key)
 	r.created.forget(key)
 	r.createFailures.Delete(key)
+	r.lastStatusWrite.Delete(key)
 	if r.Jobs != nil {
 		r.Jobs.forget(key)
 	}
