@@ -5,6 +5,7 @@ import (
 
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"golang.org/x/sync/errgroup"
 	"slices"
@@ -120,9 +121,11 @@ func (c *createdAgents) begin(pool types.NamespacedName, n int) {
 func (c *createdAgents) done(pool types.NamespacedName, name string, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.creating[pool] > 0 {
-		c.creating[pool]--
+	n, ok := c.creating[pool]
+	if !ok {
+		return // the pool was forgotten (deleted) meanwhile
 	}
+	c.creating[pool] = max(n-1, 0)
 	if name != "" {
 		c.addLocked(pool, name, now)
 	}
@@ -724,6 +727,9 @@ func (r *AgentPoolReconciler) startAgents(ctx context.Context, pool *agentryv1.A
 			})
 		}
 		_ = g.Wait()
+		if ctx.Err() != nil && failed.Load() > 0 && errors.Is(firstErr.Load().(error), context.Canceled) {
+			return // the manager is stopping
+		}
 		if failed.Load() == 0 {
 			r.createFailures.Delete(key)
 			return

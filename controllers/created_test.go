@@ -63,4 +63,13 @@ func TestCreatesUnderWayCount(t *testing.T) {
 	if n := count(); n != 2 {
 		t.Errorf("after all returned: %d counted, want the 2 created", n)
 	}
+
+	// A pool deleted while its creates are under way is not brought back
+	// by their return.
+	c.begin(linux, 1)
+	c.forget(linux)
+	c.done(linux, "linux-c", t0)
+	if names, creating := c.pending(linux, nil, t0); len(names) != 0 || creating != 0 {
+		t.Errorf("after forget: names %v, creating %d; want none", names, creating)
+	}
 }
