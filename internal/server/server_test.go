@@ -178,7 +178,13 @@ func TestTokenEndpoint(t *testing.T) {
 	clientID, aud := a.files.Credentials.Data.ClientID, a.files.Credentials.Data.AuthorizationURL
 	valid := signedBy(a, clientID, aud, now)
 	tampered := []byte(valid)
-	tampered[len(tampered)-5] ^= 1 // one bit of the signature
+	// One character of the signature, for another that is still base64url
+	// (flipping a bit of '-' or '_' gives one that is not, and a 400).
+	if i := len(tampered) - 5; tampered[i] == 'A' {
+		tampered[i] = 'B'
+	} else {
+		tampered[i] = 'A'
+	}
 	parts := strings.Split(valid, ".")
 	otherClaims := strings.Split(signedBy(other, other.files.Credentials.Data.ClientID, aud, now), ".")[1]
 
