@@ -216,6 +216,19 @@ func (m *Memory) ListAgents(_ context.Context, poolID int) ([]Agent, error) {
 	return out, nil
 }
 
+// CountAgents implements Store.
+func (m *Memory) CountAgents(_ context.Context, poolID int) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, a := range m.agents {
+		if a.PoolID == poolID {
+			n++
+		}
+	}
+	return n, nil
+}
+
 // DeleteAgent implements Store.
 func (m *Memory) DeleteAgent(_ context.Context, id int, now time.Time) (AgentDeletion, error) {
 	m.mu.Lock()
@@ -442,7 +455,11 @@ func (m *Memory) ListJobs(_ context.Context, f JobFilter) ([]Job, error) {
 	for _, j := range m.jobs {
 		queued := j.AssignTime.IsZero() && !j.Finished()
 		if (f.PoolID == 0 || j.PoolID == f.PoolID) && (!f.Queued || queued) && (!f.Unfinished || !j.Finished() || held[j.RequestID]) {
-			out = append(out, cloneJob(j))
+			c := cloneJob(j)
+			if f.Brief {
+				c.Spec = jobapi.JobSpec{Demands: c.Spec.Demands}
+			}
+			out = append(out, c)
 		}
 	}
 	slices.SortFunc(out, func(a, b Job) int { return int(a.RequestID - b.RequestID) })

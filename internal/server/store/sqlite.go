@@ -461,6 +461,13 @@ func (s *SQLite) ListAgents(ctx context.Context, poolID int) ([]Agent, error) {
 	return queryAll(ctx, s.r, scanAgent, "SELECT "+agentColumns+" FROM agents WHERE pool_id = ? ORDER BY id", poolID)
 }
 
+// CountAgents implements Store.
+func (s *SQLite) CountAgents(ctx context.Context, poolID int) (int, error) {
+	var n int
+	err := s.r.QueryRowContext(ctx, "SELECT count(*) FROM agents WHERE pool_id = ?", poolID).Scan(&n)
+	return n, err
+}
+
 // DeleteAgent implements Store.
 func (s *SQLite) DeleteAgent(ctx context.Context, id int, now time.Time) (AgentDeletion, error) {
 	var d AgentDeletion
@@ -651,25 +658,51 @@ func (s *SQLite) DeleteSession(ctx context.Context, id string) error {
 
 // ---- jobs ----
 
-const jobColumns = `request_id, pool_id, pool_name, job_id, plan_id, timeline_id, name, spec, queue_time, assign_time,
-	receive_time, start_time, finish_time, locked_until, result, agent_id, agent_name, coalesce(token_hash, ''), attempts, cancel_time`
+// The columns a Job is scanned from; a brief job (JobFilter.Brief) reads
+// its demands where a full one reads its spec.
+const (
+	jobColumnsHead  = "request_id, pool_id, pool_name, job_id, plan_id, timeline_id, name, "
+	jobColumnsTail  = `, queue_time, assign_time, receive_time, start_time, finish_time, locked_until, result, agent_id, agent_name, coalesce(token_hash, ''), attempts, cancel_time`
+	jobColumns      = jobColumnsHead + "spec" + jobColumnsTail
+	briefJobColumns = jobColumnsHead + "demands" + jobColumnsTail
+)
 
-func scanJob(row rowScanner) (Job, error) {
+func scanJob(row rowScanner) (Job, error) { return scanJobColumns(row, false) }
+
+func scanBriefJob(row rowScanner) (Job, error) { return scanJobColumns(row, true) }
+
+func scanJobColumns(row rowScanner, brief bool) (Job, error) {
 	var j Job
-	var spec string
+	var spec sql.NullString // the demands of a brief job
 	var queue, assign, receive, start, finish, locked, cancel int64
 	err := row.Scan(&j.RequestID, &j.PoolID, &j.PoolName, &j.JobID, &j.PlanID, &j.TimelineID, &j.Name, &spec,
 		&queue, &assign, &receive, &start, &finish, &locked, &j.Result, &j.AgentID, &j.AgentName, &j.TokenHash, &j.Attempts, &cancel)
 	if err != nil {
 		return Job{}, err
 	}
-	if err := json.Unmarshal([]byte(spec), &j.Spec); err != nil {
+	switch {
+	case !brief:
+		err = json.Unmarshal([]byte(spec.String), &j.Spec)
+	case spec.Valid:
+		err = json.Unmarshal([]byte(spec.String), &j.Spec.Demands)
+	}
+	if err != nil {
 		return Job{}, fmt.Errorf("job request %d spec: %w", j.RequestID, err)
 	}
 	j.QueueTime, j.AssignTime, j.ReceiveTime = fromUnixNano(queue), fromUnixNano(assign), fromUnixNano(receive)
 	j.StartTime, j.FinishTime, j.LockedUntil = fromUnixNano(start), fromUnixNano(finish), fromUnixNano(locked)
 	j.CancelTime = fromUnixNano(cancel)
 	return j, nil
+}
+
+// demandsColumn is the demands column of a job: its demands as a JSON
+// array, NULL when it has none.
+func demandsColumn(demands []string) (any, error) {
+	if len(demands) == 0 {
+		return nil, nil
+	}
+	b, err := json.Marshal(demands)
+	return string(b), err
 }
 
 type queryRower interface {
@@ -690,6 +723,10 @@ func (s *SQLite) CreateJob(ctx context.Context, j Job) (Job, error) {
 	if err != nil {
 		return Job{}, err
 	}
+	demands, err := demandsColumn(j.Spec.Demands)
+	if err != nil {
+		return Job{}, err
+	}
 	var out Job
 	err = s.w.do(ctx, func(ctx context.Context, tx writeTx) error {
 		var one int
@@ -703,10 +740,10 @@ func (s *SQLite) CreateJob(ctx context.Context, j Job) (Job, error) {
 			token = j.TokenHash
 		}
 		var id int64
-		err := tx.QueryRowContext(ctx, `INSERT INTO jobs (pool_id, pool_name, job_id, plan_id, timeline_id, name, spec, queue_time,
+		err := tx.QueryRowContext(ctx, `INSERT INTO jobs (pool_id, pool_name, job_id, plan_id, timeline_id, name, spec, demands, queue_time,
 			assign_time, receive_time, start_time, finish_time, locked_until, result, agent_id, agent_name, token_hash,
-			attempts, cancel_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING request_id`,
-			j.PoolID, j.PoolName, j.JobID, j.PlanID, j.TimelineID, j.Name, string(spec), unixNano(j.QueueTime),
+			attempts, cancel_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING request_id`,
+			j.PoolID, j.PoolName, j.JobID, j.PlanID, j.TimelineID, j.Name, string(spec), demands, unixNano(j.QueueTime),
 			unixNano(j.AssignTime), unixNano(j.ReceiveTime), unixNano(j.StartTime), unixNano(j.FinishTime), unixNano(j.LockedUntil),
 			string(j.Result), j.AgentID, j.AgentName, token, j.Attempts, unixNano(j.CancelTime)).Scan(&id)
 		if err != nil {
@@ -737,22 +774,39 @@ func (s *SQLite) GetJobByTokenHash(ctx context.Context, hash string) (Job, error
 
 // ListJobs implements Store.
 func (s *SQLite) ListJobs(ctx context.Context, f JobFilter) ([]Job, error) {
-	q := "SELECT " + jobColumns + " FROM jobs WHERE 1 = 1"
+	cols, scan := jobColumns, scanJob
+	if f.Brief {
+		cols, scan = briefJobColumns, scanBriefJob
+	}
+	where := "1 = 1"
 	var args []any
 	if f.PoolID != 0 {
-		q += " AND pool_id = ?"
+		where += " AND pool_id = ?"
 		args = append(args, f.PoolID)
 	}
 	if f.Queued {
-		q += " AND assign_time = 0 AND finish_time = 0"
+		where += " AND assign_time = 0 AND finish_time = 0"
 	}
+	q := "SELECT " + cols + " FROM jobs WHERE " + where
 	switch {
 	case f.Unfinished && f.OrHeld:
-		q += " AND (finish_time = 0 OR request_id IN (SELECT request_id FROM agents WHERE request_id != 0))"
+		// Two selects, not "finish_time = 0 OR request_id IN (…)": with the
+		// OR, SQLite walks every job the pool ever had. This way the
+		// unfinished ones come from jobs_unfinished and the held ones, at
+		// most one per agent, through the agents.
+		held := "SELECT request_id FROM agents WHERE request_id != 0"
+		heldArgs := slices.Clone(args)
+		if f.PoolID != 0 {
+			held += " AND pool_id = ?"
+			heldArgs = append(heldArgs, f.PoolID)
+		}
+		q += " AND finish_time = 0 UNION ALL SELECT " + cols + " FROM jobs WHERE " + where +
+			" AND finish_time != 0 AND request_id IN (" + held + ")"
+		args = append(args, heldArgs...)
 	case f.Unfinished:
 		q += " AND finish_time = 0"
 	}
-	return queryAll(ctx, s.r, scanJob, q+" ORDER BY request_id", args...)
+	return queryAll(ctx, s.r, scan, q+" ORDER BY request_id", args...)
 }
 
 // AssignJob implements Store.

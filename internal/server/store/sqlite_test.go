@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"database/sql"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -205,5 +206,45 @@ func TestSQLiteBackup(t *testing.T) {
 	jobs := must[[]store.Job](t)(b.ListJobs(ctx, store.JobFilter{}))
 	if len(jobs) != 1 || jobs[0].JobID != "j" {
 		t.Errorf("backup holds jobs %+v, want the one job", jobs)
+	}
+}
+
+// TestSQLiteMigrationFillsDemands opens a database written before jobs had
+// a demands column: the migration copies each job's demands out of its
+// spec, so brief lists of old jobs match agents as the full ones do.
+func TestSQLiteMigrationFillsDemands(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "agentry.db")
+	initial, err := os.ReadFile("migrations/0001_initial.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		string(initial),
+		"CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+		"INSERT INTO schema_migrations VALUES (1, '0001_initial.sql', 0)",
+		"INSERT INTO pools (name, name_key, created_on) VALUES ('default', 'default', 0)",
+		`INSERT INTO jobs (pool_id, pool_name, job_id, plan_id, timeline_id, name, spec, queue_time) VALUES
+			(1, 'default', 'a', 'p', 't', 'with', '{"pool":"default","demands":["docker","Agent.OS -equals Linux"],"steps":[{"script":"x"}]}', 1),
+			(1, 'default', 'b', 'p', 't', 'without', '{"pool":"default","steps":[{"script":"x"}]}', 1)`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("writing a schema 1 database: %v", err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s := newSQLite(t, path)
+	jobs := must[[]store.Job](t)(s.ListJobs(context.Background(), store.JobFilter{PoolID: 1, Queued: true, Brief: true}))
+	var got [][]string
+	for _, j := range jobs {
+		got = append(got, j.Spec.Demands)
+	}
+	if diff := cmp.Diff([][]string{{"docker", "Agent.OS -equals Linux"}, nil}, got); diff != "" {
+		t.Errorf("demands of the migrated jobs (-want +got):\n%s", diff)
 	}
 }

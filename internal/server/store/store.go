@@ -200,6 +200,10 @@ type JobFilter struct {
 	// is still registered: the one job such an agent ran, until the agent
 	// is deleted. It tells a scaler which live agents are spent.
 	OrHeld bool
+	// Brief leaves each job's Spec empty but for its Demands: enough to
+	// show a job in a list or match it to an agent, not to run it. It
+	// spares the store decoding every spec of a list.
+	Brief bool
 }
 
 // Store is agentry-server's state. See the package comment for its rules.
@@ -223,6 +227,9 @@ type Store interface {
 	GetAgentByClientID(ctx context.Context, clientID string) (Agent, error)
 	// ListAgents returns a pool's agents by id.
 	ListAgents(ctx context.Context, poolID int) ([]Agent, error)
+	// CountAgents returns how many agents a pool has (0 for a pool that
+	// does not exist).
+	CountAgents(ctx context.Context, poolID int) (int, error)
 	// DeleteAgent removes an agent with its tokens, sessions and messages. A
 	// job it started (renewed) and had not finished becomes abandoned; one
 	// it was assigned but never started goes back to the queue, or is

@@ -30,6 +30,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ListenerTokens", testListenerTokens},
 		{"Sessions", testSessions},
 		{"AssignJob", testAssignJob},
+		{"BriefJobLists", testBriefJobLists},
 		{"MessagesRedeliveredUntilDeleted", testMessages},
 		{"DeleteAgentRequeuesUnreceivedJob", testDeleteAgentRequeues},
 		{"DeleteAgentAbandonsReceivedJob", testDeleteAgentAbandons},
@@ -145,7 +146,18 @@ func testAgents(t *testing.T, s store.Store) {
 	if len(list) != 1 || list[0].SystemCapabilities["Agent.OS"] != "Windows_NT" {
 		t.Errorf("ListAgents = %+v, want the agent with updated capabilities", list)
 	}
+	other := must[store.Pool](t)(s.CreatePool(ctx, "other", t0))
+	must[store.Agent](t)(s.CreateAgent(ctx, store.Agent{PoolID: other.ID, Name: "agent-1", ClientID: "c4"}))
+	must[store.Agent](t)(s.CreateAgent(ctx, store.Agent{PoolID: p.ID, Name: "agent-2", ClientID: "c5"}))
+	for _, c := range []struct{ pool, want int }{{p.ID, 2}, {other.ID, 1}, {999, 0}} {
+		if n := must[int](t)(s.CountAgents(ctx, c.pool)); n != c.want {
+			t.Errorf("CountAgents(pool %d) = %d, want %d", c.pool, n, c.want)
+		}
+	}
 	must[store.AgentDeletion](t)(s.DeleteAgent(ctx, a.ID, t0))
+	if n := must[int](t)(s.CountAgents(ctx, p.ID)); n != 1 {
+		t.Errorf("CountAgents after a deletion = %d, want 1", n)
+	}
 	_, err = s.GetAgent(ctx, a.ID)
 	wantErr(t, err, store.ErrNotFound)
 	_, err = s.DeleteAgent(ctx, a.ID, t0)
@@ -280,6 +292,54 @@ func testAssignJob(t *testing.T, s store.Store) {
 	must[store.AgentDeletion](t)(s.DeleteAgent(ctx, a.ID, t0.Add(2*time.Minute)))
 	if got := ids(store.JobFilter{PoolID: p.ID, Unfinished: true, OrHeld: true}); !slices.Equal(got, []int64{j2.RequestID}) {
 		t.Errorf("ListJobs(Unfinished, OrHeld) with the agent deleted = %v, want [%d]", got, j2.RequestID)
+	}
+}
+
+// testBriefJobLists checks that a brief list (JobFilter.Brief) holds the
+// same jobs as the full one, each with only its demands left of its spec,
+// for every filter the server uses.
+func testBriefJobLists(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	p, a := fixture(t, s)
+	other := must[store.Pool](t)(s.CreatePool(ctx, "other", t0))
+	spec := func(demands ...string) jobapi.JobSpec {
+		return jobapi.JobSpec{Pool: "default", Demands: demands, TimeoutInMinutes: 5,
+			Steps:     []jobapi.Step{{Script: "echo hi"}},
+			Variables: map[string]pipelines.VariableValue{"v": {Value: "x"}}}
+	}
+	create := func(poolID int, sp jobapi.JobSpec) store.Job {
+		return must[store.Job](t)(s.CreateJob(ctx, store.Job{PoolID: poolID, PoolName: "default", JobID: "j", Name: "n", Spec: sp, QueueTime: t0}))
+	}
+	held := create(p.ID, spec("Agent.OS -equals Linux"))
+	assign(t, s, held, a.ID, "tok")
+	must[store.Job](t)(s.FinishJob(ctx, held.RequestID, pipelines.ResultSucceeded, t0))
+	create(p.ID, spec())
+	create(p.ID, spec("docker", "Agent.Version -gtVersion 2.0"))
+	create(other.ID, spec("gpu"))
+	for _, f := range []store.JobFilter{
+		{},
+		{PoolID: p.ID},
+		{PoolID: p.ID, Queued: true},
+		{PoolID: p.ID, Unfinished: true},
+		{PoolID: p.ID, Unfinished: true, OrHeld: true},
+		{Unfinished: true, OrHeld: true},
+	} {
+		full := must[[]store.Job](t)(s.ListJobs(ctx, f))
+		b := f
+		b.Brief = true
+		brief := must[[]store.Job](t)(s.ListJobs(ctx, b))
+		want := make([]store.Job, 0, len(full))
+		for _, j := range full {
+			j.Spec = jobapi.JobSpec{Demands: j.Spec.Demands}
+			want = append(want, j)
+		}
+		if diff := cmp.Diff(want, brief); diff != "" {
+			t.Errorf("ListJobs(%+v) differs from the full list but for the spec (-want +got):\n%s", b, diff)
+		}
+	}
+	if got := must[[]store.Job](t)(s.ListJobs(ctx, store.JobFilter{PoolID: p.ID, Brief: true})); len(got) != 3 ||
+		!slices.Equal(got[2].Spec.Demands, []string{"docker", "Agent.Version -gtVersion 2.0"}) {
+		t.Errorf("brief list of the pool = %+v, want three jobs, the last with its two demands", got)
 	}
 }
 
