@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"sync"
 
 	"github.com/agentry-dev/agentry/internal/pipelines"
@@ -114,6 +115,14 @@ func (ip *idlePolls) count() int {
 	return n
 }
 
+// hasIdle reports whether any poll of the pool is waiting for a job.
+func (ip *idlePolls) hasIdle(poolID int) bool {
+	ip.mu.Lock()
+	defer ip.mu.Unlock()
+	l := ip.pools[poolID]
+	return l != nil && l.Len() > 0
+}
+
 // take removes from line and returns the idle polls of the pool whose
 // agents meet demands, oldest first, at most n of them, one per agent.
 func (ip *idlePolls) take(poolID int, demands []string, n int) []*poll {
@@ -138,48 +147,112 @@ func (ip *idlePolls) take(poolID int, demands []string, n int) []*poll {
 	return out
 }
 
-// dispatch hands the pool's queued jobs, oldest first, to waiting idle
-// agents that meet their demands, and wakes just those agents' polls.
-func (s *Server) dispatch(ctx context.Context, poolID int) error {
-	queued, err := s.store.ListJobs(ctx, store.JobFilter{PoolID: poolID, Queued: true})
-	if err != nil {
-		return err
+// jobClaims keeps, per pool, the queued jobs an assignment is under way
+// for. Jobs are handed out from two places at once: dispatch, after the
+// queue changed, and each agent's own poll. Left alone, every assigner
+// reaches for the oldest queued job, all but one lose, and each lost race
+// is a write to the store: in a burst of 500 jobs on 500 waiting agents
+// that was about 70 AssignJob calls per job. So an assigner picks its job
+// under the pool's lock, from a list it reads under that lock, passes over
+// the jobs others have claimed, and claims its own until its AssignJob has
+// returned. A claim ends under the same lock, so a list read under it shows
+// a job either claimed or as the store has it after that assignment.
+type jobClaims struct {
+	mu    sync.Mutex
+	pools map[int]*poolClaims
+}
+
+type poolClaims struct {
+	mu      sync.Mutex
+	claimed map[int64]bool
+}
+
+func newJobClaims() *jobClaims { return &jobClaims{pools: map[int]*poolClaims{}} }
+
+func (c *jobClaims) pool(poolID int) *poolClaims {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	pc := c.pools[poolID]
+	if pc == nil {
+		pc = &poolClaims{claimed: map[int64]bool{}}
+		c.pools[poolID] = pc
 	}
-	for _, j := range queued {
-		for {
-			cands := s.polls.take(poolID, j.Spec.Demands, 4)
-			if len(cands) == 0 {
-				break // nobody waiting can run it; the next poll will look again
-			}
-			assigned := false
-			for i, p := range cands {
-				ok, err := s.assignTo(ctx, p.agentID, j, p.baseURL)
-				if err != nil && !errors.Is(err, store.ErrNotFound) {
-					return err
+	return pc
+}
+
+// claim reads the pool's queued jobs (brief: only their demands of the
+// spec), oldest first and without the claimed ones, lets pick choose one
+// and claims it. ok is false when pick chose none.
+func (c *jobClaims) claim(ctx context.Context, st store.Store, poolID int, pick func(queued []store.Job) (store.Job, bool)) (j store.Job, ok bool, err error) {
+	pc := c.pool(poolID)
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	queued, err := st.ListJobs(ctx, store.JobFilter{PoolID: poolID, Queued: true, Brief: true})
+	if err != nil {
+		return store.Job{}, false, err
+	}
+	queued = slices.DeleteFunc(queued, func(j store.Job) bool { return pc.claimed[j.RequestID] })
+	if j, ok = pick(queued); ok {
+		pc.claimed[j.RequestID] = true
+	}
+	return j, ok, nil
+}
+
+// release ends a claim.
+func (c *jobClaims) release(poolID int, requestID int64) {
+	pc := c.pool(poolID)
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	delete(pc.claimed, requestID)
+}
+
+// maxLostAssignments bounds one dispatch's failed assignments (the job
+// went, or the agent took another one in between); past it, the jobs left
+// wait for the agents' own polls.
+const maxLostAssignments = 64
+
+// dispatch hands the pool's queued jobs, oldest first, to waiting idle
+// agents that meet their demands, one agent per job, and wakes just those
+// agents' polls.
+func (s *Server) dispatch(ctx context.Context, poolID int) error {
+	for lost := 0; lost < maxLostAssignments && s.polls.hasIdle(poolID); {
+		var p *poll
+		j, ok, err := s.claims.claim(ctx, s.store, poolID, func(queued []store.Job) (store.Job, bool) {
+			for _, j := range queued {
+				if taken := s.polls.take(poolID, j.Spec.Demands, 1); len(taken) == 1 {
+					p = taken[0]
+					return j, true
 				}
-				p.signal() // it looks at the store again, job or not
-				if ok {
-					for _, rest := range cands[i+1:] {
-						rest.signal() // back in line on their next round
-					}
-					assigned = true
-					break
-				}
 			}
-			if assigned {
-				break
-			}
-			if cur, err := s.store.GetJob(ctx, j.RequestID); err != nil || !cur.AssignTime.IsZero() || cur.Finished() {
-				break // taken (or gone) in between: on to the next job
-			}
+			return store.Job{}, false
+		})
+		if err != nil || !ok {
+			return err // nobody waiting can run what is queued; the next poll will look again
+		}
+		assigned, err := s.assignTo(ctx, p.agentID, j.RequestID, p.baseURL)
+		s.claims.release(poolID, j.RequestID)
+		p.signal() // it looks at the store again, job or not
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if !assigned {
+			lost++
 		}
 	}
 	return nil
 }
 
-// assignTo tries to hand job j to the agent; false when the job or the
-// agent was taken in between.
-func (s *Server) assignTo(ctx context.Context, agentID int, j store.Job, baseURL string) (bool, error) {
+// assignTo tries to hand the job to the agent; false when the job or the
+// agent was taken in between, or the job finished.
+func (s *Server) assignTo(ctx context.Context, agentID int, requestID int64, baseURL string) (bool, error) {
+	// The whole job, for its message: assigners pick from brief lists.
+	j, err := s.store.GetJob(ctx, requestID)
+	if err != nil {
+		return false, err
+	}
+	if !j.AssignTime.IsZero() || j.Finished() {
+		return false, nil
+	}
 	token, err := newToken()
 	if err != nil {
 		return false, err
@@ -194,6 +267,7 @@ func (s *Server) assignTo(ctx context.Context, agentID int, j store.Job, baseURL
 		RequestID: j.RequestID, AgentID: agentID, TokenHash: hashToken(token), LockedUntil: j.LockedUntil,
 		MessageType: pipelines.MessageTypeJobRequest, MessageBody: body, Now: now,
 	})
+	s.uncertainWrite(ctx, err)
 	if errors.Is(err, store.ErrConflict) {
 		return false, nil
 	} else if err != nil {
@@ -213,5 +287,15 @@ func (s *Server) queueChanged(ctx context.Context, poolID int, redispatch bool) 
 	}
 	if err := s.dispatch(ctx, poolID); err != nil {
 		s.log.Error(err, "Failed to hand out queued jobs; waiting agents will pick them up", "poolId", poolID)
+	}
+}
+
+// uncertainWrite takes every pool's queue as changed when a write to the
+// store failed because its caller's context ended: the store may have
+// kept the write all the same (see store.SQLite), and a queue watch must
+// not miss a change, nor serve an answer cached from before it.
+func (s *Server) uncertainWrite(ctx context.Context, err error) {
+	if cerr := ctx.Err(); cerr != nil && errors.Is(err, cerr) {
+		s.queues.bumpAll()
 	}
 }

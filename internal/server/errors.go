@@ -75,6 +75,11 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 		status = http.StatusInternalServerError
 		b = []byte(`{"message":"encoding the answer failed","typeKey":"VssServiceException","errorCode":0,"eventId":3000}`)
 	}
+	writeEncodedJSON(w, status, b)
+}
+
+// writeEncodedJSON answers with JSON already encoded.
+func writeEncodedJSON(w http.ResponseWriter, status int, b []byte) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
 	_, _ = w.Write(b)

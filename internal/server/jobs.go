@@ -36,6 +36,7 @@ func (s *Server) queueJob(w http.ResponseWriter, r *http.Request) error {
 		PoolID: p.ID, PoolName: p.Name, JobID: uuid.NewString(), PlanID: uuid.NewString(), TimelineID: uuid.NewString(),
 		Name: spec.Name, Spec: spec, QueueTime: s.now(),
 	})
+	s.uncertainWrite(r.Context(), err)
 	if err != nil {
 		return storeError(err, pipelines.TypeKeyPoolNotFound, "agent pool "+p.Name)
 	}
@@ -131,6 +132,7 @@ func (s *Server) cancel(ctx context.Context, j store.Job, reason string) (store.
 		return j, err
 	}
 	j, err = s.store.CancelJob(ctx, j.RequestID, msg, s.now())
+	s.uncertainWrite(ctx, err)
 	if err != nil {
 		return j, err
 	}
@@ -220,18 +222,24 @@ func (s *Server) watchQueue(w http.ResponseWriter, r *http.Request) error {
 		}
 		rev, _ = s.queues.watch(int64(p.ID))
 	}
-	// Read after the revision: a change in between shows as a newer
-	// revision next time, never as a missed one.
-	// Unfinished requests, and the finished ones of agents still registered:
-	// a scaler sees which live agents have run their one job.
-	jobs, err := s.store.ListJobs(r.Context(), store.JobFilter{PoolID: p.ID, Unfinished: true, OrHeld: true})
+	body, err := s.queueAnswers.get(r.Context(), p.ID, rev, func(ctx context.Context) ([]byte, error) {
+		// Read after the revision: a change in between shows as a newer
+		// revision next time, never as a missed one.
+		// Unfinished requests, and the finished ones of agents still registered:
+		// a scaler sees which live agents have run their one job.
+		jobs, err := s.store.ListJobs(ctx, store.JobFilter{PoolID: p.ID, Unfinished: true, OrHeld: true, Brief: true})
+		if err != nil {
+			return nil, err
+		}
+		out := make([]pipelines.TaskAgentJobRequest, 0, len(jobs))
+		for _, j := range jobs {
+			out = append(out, toJobRequest(j))
+		}
+		return json.Marshal(jobapi.QueueState{Revision: rev, JobRequests: out})
+	})
 	if err != nil {
 		return err
 	}
-	out := make([]pipelines.TaskAgentJobRequest, 0, len(jobs))
-	for _, j := range jobs {
-		out = append(out, toJobRequest(j))
-	}
-	writeJSON(w, http.StatusOK, jobapi.QueueState{Revision: rev, JobRequests: out})
+	writeEncodedJSON(w, http.StatusOK, body)
 	return nil
 }

@@ -103,6 +103,14 @@ func (s *Server) deleteSession(w http.ResponseWriter, r *http.Request, a store.A
 	return nil
 }
 
+// sessionTouches is how many times per SessionIdleTimeout a session's
+// LastSeen is moved forward at most (every 6 s by default). Each move is a
+// write, with an fsync of its own when nothing else is writing, and most
+// polls come within seconds of the session's creation or of the agent's
+// last poll; the idle timeout is minutes, so a session looks idle at worst
+// a thirtieth of it early.
+const sessionTouches = 30
+
 // getMessage long-polls the agent's queue. Each round it looks for an
 // undeleted message, else tries to assign the agent a job; when there is
 // nothing it waits to be woken (a job handed to it, a cancellation, its
@@ -115,12 +123,18 @@ func (s *Server) getMessage(w http.ResponseWriter, r *http.Request, a store.Agen
 	defer hold.Stop()
 	p := newPoll(a, s.publicURL(r))
 	defer s.polls.remove(p)
-	for {
-		cur, err := s.store.GetAgent(ctx, a.ID)
-		if errors.Is(err, store.ErrNotFound) {
-			return errorf(http.StatusNotFound, pipelines.TypeKeyAgentNotFound, "agent %d has been deleted", a.ID)
-		} else if err != nil {
-			return err
+	// The first round goes by the agent as the listener token's check just
+	// read it; later ones read it again.
+	cur := a
+	for round := 0; ; round++ {
+		if round > 0 {
+			var err error
+			cur, err = s.store.GetAgent(ctx, a.ID)
+			if errors.Is(err, store.ErrNotFound) {
+				return errorf(http.StatusNotFound, pipelines.TypeKeyAgentNotFound, "agent %d has been deleted", a.ID)
+			} else if err != nil {
+				return err
+			}
 		}
 		// Registered before looking, so a wake in between is not lost.
 		s.polls.add(p, cur)
@@ -128,8 +142,10 @@ func (s *Server) getMessage(w http.ResponseWriter, r *http.Request, a store.Agen
 		if err != nil {
 			return err
 		}
-		if err := s.store.TouchSession(ctx, sess.ID, s.now()); err != nil && !errors.Is(err, store.ErrNotFound) {
-			return err
+		if now := s.now(); now.Sub(sess.LastSeen) >= s.cfg.SessionIdleTimeout/sessionTouches {
+			if err := s.store.TouchSession(ctx, sess.ID, now); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
 		}
 		msg, ok, err := s.nextMessage(ctx, cur, p.baseURL)
 		if err != nil {
@@ -162,6 +178,7 @@ func (s *Server) getMessage(w http.ResponseWriter, r *http.Request, a store.Agen
 // it a job if it has none yet.
 func (s *Server) nextMessage(ctx context.Context, a store.Agent, baseURL string) (store.Message, bool, error) {
 	msg, err := s.store.NextMessage(ctx, a.ID, s.now())
+	s.uncertainWrite(ctx, err)
 	if err == nil {
 		return msg, true, nil
 	} else if !errors.Is(err, store.ErrNotFound) {
@@ -172,6 +189,7 @@ func (s *Server) nextMessage(ctx context.Context, a store.Agent, baseURL string)
 		return store.Message{}, false, err
 	}
 	msg, err = s.store.NextMessage(ctx, a.ID, s.now())
+	s.uncertainWrite(ctx, err)
 	if errors.Is(err, store.ErrNotFound) {
 		return msg, false, nil // finished or requeued in between
 	}
@@ -184,21 +202,27 @@ func (s *Server) assignJob(ctx context.Context, a store.Agent, baseURL string) (
 	if a.RequestID != 0 || !a.Enabled {
 		return false, nil
 	}
-	queued, err := s.store.ListJobs(ctx, store.JobFilter{PoolID: a.PoolID, Queued: true})
-	if err != nil {
+	caps := pipelines.NewCapabilities(a.SystemCapabilities, a.UserCapabilities)
+	j, ok, err := s.claims.claim(ctx, s.store, a.PoolID, func(queued []store.Job) (store.Job, bool) {
+		for _, j := range queued {
+			if caps.Satisfy(j.Spec.Demands) {
+				return j, true
+			}
+		}
+		return store.Job{}, false
+	})
+	if err != nil || !ok {
 		return false, err
 	}
-	caps := pipelines.NewCapabilities(a.SystemCapabilities, a.UserCapabilities)
-	for _, j := range queued {
-		if !caps.Satisfy(j.Spec.Demands) {
-			continue
-		}
-		ok, err := s.assignTo(ctx, a.ID, j, baseURL)
-		if err != nil || ok {
-			return ok, err
-		}
+	assigned, err := s.assignTo(ctx, a.ID, j.RequestID, baseURL)
+	s.claims.release(a.PoolID, j.RequestID)
+	if err != nil || assigned {
+		return assigned, err
 	}
-	return false, nil
+	// Lost: the job went, or dispatch handed this agent another one. Other
+	// agents may have passed the job over while it was claimed, so hand out
+	// what is queued (this agent too, if it is still free: it waits in line).
+	return false, s.dispatch(ctx, a.PoolID)
 }
 
 // deliver sends a message encrypted with the session key under a fresh IV.
@@ -258,6 +282,7 @@ func (s *Server) updateJobRequest(w http.ResponseWriter, r *http.Request, a stor
 	started := !j.StartTime.IsZero()
 	if u.Result != nil {
 		j, err = s.store.FinishJob(ctx, id, *u.Result, now)
+		s.uncertainWrite(ctx, err)
 		if err == nil {
 			s.log.Info("Finished a job", "requestId", id, "result", j.Result, "by", "jobRequestUpdate")
 			s.jobFinished(j)
@@ -267,6 +292,7 @@ func (s *Server) updateJobRequest(w http.ResponseWriter, r *http.Request, a stor
 		}
 	} else {
 		j, err = s.store.RenewJob(ctx, id, a.ID, now.Add(s.cfg.JobLock), now)
+		s.uncertainWrite(ctx, err)
 		if err == nil && !started && !j.StartTime.IsZero() {
 			s.queues.bump(int64(j.PoolID))
 		}

@@ -114,6 +114,7 @@ func (s *Server) raisePlanEvent(w http.ResponseWriter, r *http.Request, j store.
 			truncate(ev.JobID, 64), ev.RequestID, j.JobID, j.RequestID)
 	}
 	done, err := s.store.FinishJob(r.Context(), j.RequestID, ev.Result, s.now())
+	s.uncertainWrite(r.Context(), err)
 	if errors.Is(err, store.ErrConflict) {
 		return unauthorized(pipelines.TypeKeyJobTokenExpired, "the job token expired: job request %d has finished", j.RequestID)
 	} else if err != nil {

@@ -39,8 +39,10 @@ func (s *Server) poolByName(ctx context.Context, name string) (store.Pool, error
 }
 
 func (s *Server) wirePool(ctx context.Context, p store.Pool) (pipelines.TaskAgentPool, error) {
-	agents, err := s.store.ListAgents(ctx, p.ID)
-	return toTaskAgentPool(p, len(agents)), err
+	// Counted, not listed: agentry-manager looks its pool up by name on
+	// every reconcile, and a pool may have thousands of agents.
+	n, err := s.store.CountAgents(ctx, p.ID)
+	return toTaskAgentPool(p, n), err
 }
 
 func (s *Server) listPools(w http.ResponseWriter, r *http.Request) error {
@@ -304,6 +306,7 @@ func (s *Server) deleteAgent(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	d, err := s.store.DeleteAgent(r.Context(), a.ID, s.now())
+	s.uncertainWrite(r.Context(), err)
 	if err != nil {
 		return storeError(err, pipelines.TypeKeyAgentNotFound, "agent "+r.PathValue("agentId"))
 	}
@@ -325,7 +328,7 @@ func (s *Server) listJobRequests(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	jobs, err := s.store.ListJobs(r.Context(), store.JobFilter{PoolID: p.ID})
+	jobs, err := s.store.ListJobs(r.Context(), store.JobFilter{PoolID: p.ID, Brief: true})
 	if err != nil {
 		return err
 	}

@@ -83,10 +83,13 @@ type Server struct {
 	mux            *http.ServeMux
 	// queues is each pool's queue revision (the queue watch); jobs wakes
 	// the followers of a job's log.
-	queues     *changeFeed
-	jobs       *changeFeed
-	polls      *idlePolls
-	assertions *replayCache
+	queues *changeFeed
+	jobs   *changeFeed
+	// queueAnswers caches each pool's queue watch answer by revision.
+	queueAnswers *queueAnswers
+	polls        *idlePolls
+	claims       *jobClaims
+	assertions   *replayCache
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -141,11 +144,13 @@ func New(cfg Config) (*Server, error) {
 		mux:            http.NewServeMux(),
 		// Revisions start at the boot time in microseconds, so they only
 		// grow across restarts and a watcher's old "after" stays valid.
-		queues:     newChangeFeed(time.Now().UnixMicro(), true),
-		jobs:       newChangeFeed(0, false),
-		polls:      newIdlePolls(),
-		assertions: newReplayCache(),
-		closing:    make(chan struct{}),
+		queues:       newChangeFeed(time.Now().UnixMicro(), true),
+		jobs:         newChangeFeed(0, false),
+		queueAnswers: newQueueAnswers(),
+		polls:        newIdlePolls(),
+		claims:       newJobClaims(),
+		assertions:   newReplayCache(),
+		closing:      make(chan struct{}),
 	}
 	s.routes()
 	return s, nil
@@ -398,6 +403,19 @@ func (f *changeFeed) watch(key int64) (int64, <-chan struct{}) {
 func (f *changeFeed) bump(key int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.bumpLocked(key)
+}
+
+// bumpAll moves every key that has a revision to its next one, as bump does.
+func (f *changeFeed) bumpAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for k := range f.keys {
+		f.bumpLocked(k)
+	}
+}
+
+func (f *changeFeed) bumpLocked(key int64) {
 	e, ok := f.keys[key]
 	switch {
 	case !ok && !f.keep:
