@@ -16,8 +16,9 @@
 // the SQLite store in a fresh data folder, as `agentry-server serve --data`
 // does (the default is the in-memory store); -watch adds what
 // agentry-manager does to the server during a burst: it long-polls the
-// pool's queue watch, reads the queue again (after=0) on each answer that
-// shows a waiting job, and deregisters each agent once its job is done.
+// pool's queue watch, and on each change looks the pool up by name and,
+// when a job waits, reads the queue again (after=0); it deregisters each
+// agent once its job is done.
 // -cpuprofile writes a pprof CPU profile of the server during the burst.
 package main
 
@@ -585,9 +586,10 @@ func (b *bench) waitCleaned(ctx context.Context, n int) error {
 	return nil
 }
 
-// watchQueue long-polls the pool's queue watch as agentry-manager does and,
-// like the manager before it starts agents, reads the queue again (after=0)
-// each time an answer shows a job still waiting for an agent.
+// watchQueue long-polls the pool's queue watch as agentry-manager does. On
+// each new revision it makes the calls of the manager's pool reconcile: it
+// looks the pool up by name and, when a job still waits for an agent, reads
+// the queue again (after=0), as the manager does before it starts agents.
 func (b *bench) watchQueue(ctx context.Context) {
 	var after int64
 	for ctx.Err() == nil {
@@ -600,11 +602,16 @@ func (b *bench) watchQueue(ctx context.Context) {
 			continue
 		}
 		b.watchAnswers.Add(1)
-		if st.Revision != after && slices.ContainsFunc(st.JobRequests, func(r pipelines.TaskAgentJobRequest) bool {
-			return r.ReservedAgent == nil && r.Result == nil
-		}) {
-			if _, err := b.jobs.WatchQueue(ctx, b.poolID, 0, 0); err != nil && ctx.Err() == nil {
-				b.fail(fmt.Errorf("queue read: %w", err))
+		if st.Revision != after {
+			if _, err := b.admin.GetPoolByName(ctx, "bench"); err != nil && ctx.Err() == nil {
+				b.fail(fmt.Errorf("pool lookup: %w", err))
+			}
+			if slices.ContainsFunc(st.JobRequests, func(r pipelines.TaskAgentJobRequest) bool {
+				return r.ReservedAgent == nil && r.Result == nil
+			}) {
+				if _, err := b.jobs.WatchQueue(ctx, b.poolID, 0, 0); err != nil && ctx.Err() == nil {
+					b.fail(fmt.Errorf("queue read: %w", err))
+				}
 			}
 		}
 		after = st.Revision
