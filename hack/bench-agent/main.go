@@ -8,9 +8,18 @@
 //     own maxrss from wait4;
 //   - log throughput: the step's output bytes divided by the time from the
 //     job's start (first lock renewal) to its finish (JobCompleted), which
-//     includes uploading the whole log to the server.
+//     includes uploading the whole log to the server;
+//   - CPU per job: user+sys time of one agent process that takes a queued
+//     one-step `echo bench` job, runs it and exits (median of -cpu-runs),
+//     from the rusage wait4 returns, which counts the process and the
+//     children it reaped (the step's shell). The agent runs as in a pod: no
+//     --work-dir, so it makes and removes a temporary work folder. The
+//     shell's share is measured apart, by running the same shell on the
+//     same script alone; the agent's own share is the difference. Only the
+//     sum user+sys is given: the kernel splits it by sampling clock ticks,
+//     which says little about a process that lives a few ticks.
 //
-// Usage: go run ./hack/bench-agent [-agent PATH] [-mb 100] [-runs 7] [-rows FILE]
+// Usage: go run ./hack/bench-agent [-agent PATH] [-mb 100] [-runs 7] [-cpu-runs 15] [-rows FILE]
 //
 // -rows also writes the figures as hack/benchrows lines, for hack/benchall.
 package main
@@ -28,6 +37,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,15 +65,20 @@ func main() {
 	agentBin := flag.String("agent", "", "agentry-agent binary (default: build ./cmd/agent)")
 	mb := flag.Int("mb", 100, "megabytes the benchmark job prints")
 	runs := flag.Int("runs", 7, "agent starts to time")
+	cpuRuns := flag.Int("cpu-runs", 15, "one-step jobs to measure the agent's CPU time with")
 	rowsPath := flag.String("rows", "", "also write the results to this file as tab-separated rows")
 	flag.Parse()
-	if err := run(*agentBin, *mb, *runs, *rowsPath); err != nil {
+	if *runs < 1 || *cpuRuns < 1 {
+		fmt.Fprintln(os.Stderr, "bench-agent: -runs and -cpu-runs must be at least 1")
+		os.Exit(2)
+	}
+	if err := run(*agentBin, *mb, *runs, *cpuRuns, *rowsPath); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-agent:", err)
 		os.Exit(1)
 	}
 }
 
-func run(agentBin string, mb, runs int, rowsPath string) error {
+func run(agentBin string, mb, runs, cpuRuns int, rowsPath string) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	tmp, err := os.MkdirTemp("", "bench-agent-")
@@ -102,6 +117,38 @@ func run(agentBin string, mb, runs int, rowsPath string) error {
 		opens = append(opens, d)
 	}
 	slices.Sort(opens)
+
+	// CPU time of one-step jobs, and of their shell alone.
+	// Every agent is registered (a key takes this process tens of
+	// milliseconds of CPU) before any is timed, so that the machine is as
+	// quiet as it gets while they run.
+	var cpuDirs []string
+	for i := range cpuRuns {
+		dir, err := srv.registerAgent(ctx, tmp, "bench", fmt.Sprintf("cpu-%d", i))
+		if err != nil {
+			return err
+		}
+		cpuDirs = append(cpuDirs, dir)
+	}
+	runtime.GC()
+	var jobCPU, shellCPU []time.Duration
+	for _, dir := range cpuDirs {
+		c, err := srv.timeJobCPU(ctx, agentBin, dir)
+		if err != nil {
+			return err
+		}
+		jobCPU = append(jobCPU, c)
+	}
+	for range cpuRuns {
+		c, err := timeShellCPU(tmp)
+		if err != nil {
+			return err
+		}
+		shellCPU = append(shellCPU, c)
+	}
+	slices.Sort(jobCPU)
+	slices.Sort(shellCPU)
+	cpu, shell := jobCPU[len(jobCPU)/2], shellCPU[len(shellCPU)/2]
 
 	// 100 MB job: RSS and throughput.
 	dir, err := srv.registerAgent(ctx, tmp, "bench", "big")
@@ -144,6 +191,9 @@ func run(agentBin string, mb, runs int, rowsPath string) error {
 	fmt.Fprintf(tw, "agent peak RSS (wait4 maxrss)\t%.1f MiB\t\t\n", float64(maxrss)/1024)
 	fmt.Fprintf(tw, "log throughput to the server (%d MB in %s)\t%.0f MB/s\t≥ %.0f MB/s\t%s\n", output/1_000_000, took.Round(time.Millisecond), mbps, targetMBps, verdict(mbps >= targetMBps))
 	fmt.Fprintf(tw, "stored log\t%d bytes, %d lines\t\t\n", len(log), strings.Count(log, "\n"))
+	fmt.Fprintf(tw, "%s\t%s (min %s, max %s)\t\t\n", cpuMetric(len(jobCPU)), ms(cpu), ms(jobCPU[0]), ms(jobCPU[len(jobCPU)-1]))
+	fmt.Fprintf(tw, "%s\t%s\t\t\n", shellMetric(len(shellCPU)), ms(shell))
+	fmt.Fprintf(tw, "%s\t%s\t\t\n", ownMetric, ms(cpu-shell))
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -155,7 +205,73 @@ func run(agentBin string, mb, runs int, rowsPath string) error {
 			Measured: fmt.Sprintf("%.1f MiB", float64(hwm)/1024), Target: fmt.Sprintf("< %d MiB", targetRSSKiB>>10), Verdict: benchrows.Judge(hwm < targetRSSKiB)},
 		{Component: component, Metric: fmt.Sprintf("log throughput to the server (%d MB in %s)", output/1_000_000, took.Round(time.Millisecond)),
 			Measured: fmt.Sprintf("%.0f MB/s", mbps), Target: fmt.Sprintf("≥ %.0f MB/s", targetMBps), Verdict: benchrows.Judge(mbps >= targetMBps)},
+		{Component: component, Metric: cpuMetric(len(jobCPU)), Measured: ms(cpu)},
+		{Component: component, Metric: shellMetric(len(shellCPU)), Measured: ms(shell)},
+		{Component: component, Metric: ownMetric, Measured: ms(cpu - shell)},
 	})
+}
+
+func cpuMetric(n int) string {
+	return fmt.Sprintf("agent CPU per one-step echo job, with its shell (user+sys, median of %d)", n)
+}
+
+func shellMetric(n int) string {
+	return fmt.Sprintf("of which the step's shell, run alone (user+sys, median of %d)", n)
+}
+
+const ownMetric = "agent's own CPU per job (difference of the medians)"
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
+
+// cpuOf is the user+sys time of an exited process and the children it
+// reaped.
+func cpuOf(ps *os.ProcessState) time.Duration { return ps.UserTime() + ps.SystemTime() }
+
+// benchScript is the benchmark job's one step.
+const benchScript = "echo bench"
+
+// timeJobCPU queues a one-step job and runs the agent whose files are in
+// dir (a fresh registration, as the operator makes one per job) until it
+// leaves; it returns the CPU the agent process and its children used.
+func (s *benchServer) timeJobCPU(ctx context.Context, bin, dir string) (time.Duration, error) {
+	job, err := s.jobs.QueueJob(ctx, jobapi.JobSpec{Pool: "bench", Name: "echo", Steps: []jobapi.Step{{Script: benchScript}}})
+	if err != nil {
+		return 0, err
+	}
+	cmd := exec.Command(bin, "--dir", dir, "--idle-timeout", "30s")
+	cmd.Env = agentEnv()
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return 0, fmt.Errorf("the agent failed: %w\n%s", err, stderr.String())
+	}
+	j, err := s.jobs.GetJob(ctx, job.ID)
+	if err != nil {
+		return 0, err
+	}
+	if j.Result != pipelines.ResultSucceeded {
+		return 0, fmt.Errorf("the one-step job did not succeed: %+v", j)
+	}
+	return cpuOf(cmd.ProcessState), nil
+}
+
+// timeShellCPU runs the benchmark step as the agent runs a CmdLine@2 step,
+// `bash --noprofile --norc FILE`, and returns its CPU time.
+func timeShellCPU(tmp string) (time.Duration, error) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		return 0, err
+	}
+	script := filepath.Join(tmp, "step.sh")
+	if err := os.WriteFile(script, []byte(benchScript+"\n"), 0o644); err != nil {
+		return 0, err
+	}
+	cmd := exec.Command(bash, "--noprofile", "--norc", script)
+	cmd.Env = agentEnv()
+	if err := cmd.Run(); err != nil {
+		return 0, fmt.Errorf("the step's shell failed: %w", err)
+	}
+	return cpuOf(cmd.ProcessState), nil
 }
 
 func verdict(ok bool) string {
