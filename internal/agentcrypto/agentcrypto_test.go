@@ -83,6 +83,45 @@ func TestRSAParametersRejectsInconsistentKeys(t *testing.T) {
 	}
 }
 
+// A key file's CRT values are used only when they agree with d, p and q:
+// wrong or missing ones are derived again, and the key still signs and
+// unwraps correctly.
+func TestRSAParametersCRTValues(t *testing.T) {
+	k, other := keys(t)
+	good := ParametersOf(k)
+	swapped := good
+	swapped.DP, swapped.DQ = good.DQ, good.DP
+	wrongInverse := good
+	wrongInverse.InverseQ = ParametersOf(other).InverseQ
+	missing := good
+	missing.DP, missing.DQ, missing.InverseQ = nil, nil, nil
+	for name, p := range map[string]RSAParameters{"as written": good, "dp and dq swapped": swapped, "another key's inverseQ": wrongInverse, "missing": missing} {
+		got, err := p.PrivateKey()
+		if err != nil {
+			t.Errorf("%s: PrivateKey: %v", name, err)
+			continue
+		}
+		if !got.Equal(k) || got.Precomputed.Dp.Cmp(k.Precomputed.Dp) != 0 || got.Precomputed.Dq.Cmp(k.Precomputed.Dq) != 0 ||
+			got.Precomputed.Qinv.Cmp(k.Precomputed.Qinv) != 0 {
+			t.Errorf("%s: the key or its CRT values differ from the original", name)
+		}
+		if err := got.Validate(); err != nil {
+			t.Errorf("%s: Validate: %v", name, err)
+		}
+		assertion, err := NewClientAssertion(got, "c", "aud", time.Now())
+		if err != nil {
+			t.Errorf("%s: signing: %v", name, err)
+		} else if _, err := VerifyClientAssertion(assertion, func(string) (*rsa.PublicKey, error) { return &k.PublicKey, nil }, "aud", time.Now()); err != nil {
+			t.Errorf("%s: the signature does not verify: %v", name, err)
+		}
+		sk := bytes.Repeat([]byte{9}, SessionKeySize)
+		wrapped, _ := WrapKey(&k.PublicKey, sk, false)
+		if unwrapped, err := UnwrapKey(got, wrapped, false); err != nil || !bytes.Equal(unwrapped, sk) {
+			t.Errorf("%s: UnwrapKey = %x, %v; want the session key", name, unwrapped, err)
+		}
+	}
+}
+
 func TestPublicKeyWireForm(t *testing.T) {
 	k, other := keys(t)
 	pk := PublicKeyOf(&k.PublicKey)

@@ -1,6 +1,9 @@
 package agentcrypto
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 // BenchmarkGenerateKey is the CPU an agent registration spends on its key
 // (docs/benchmarks.md uses it to read the manager's figures).
@@ -23,6 +26,30 @@ func BenchmarkMessageRoundTrip(b *testing.B) {
 			b.Fatal(err)
 		}
 		if _, err := Decrypt(key, iv, ct); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkPrivateKey reads an agent key from its .credentials_rsaparams
+// form, as every agent process does once at start.
+func BenchmarkPrivateKey(b *testing.B) {
+	k, _ := keys(b)
+	p := ParametersOf(k)
+	for b.Loop() {
+		if _, err := p.PrivateKey(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkClientAssertion signs the JWT an agent trades for its listener
+// token.
+func BenchmarkClientAssertion(b *testing.B) {
+	k, _ := keys(b)
+	now := time.Now()
+	for b.Loop() {
+		if _, err := NewClientAssertion(k, "c", "http://127.0.0.1/_apis/oauth2/token", now); err != nil {
 			b.Fatal(err)
 		}
 	}

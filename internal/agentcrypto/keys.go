@@ -96,6 +96,13 @@ func pad(n *big.Int, size int) []byte {
 }
 
 // PrivateKey converts RSAParameters back to a validated private key.
+//
+// The CRT values the file carries (dp, dq, inverseQ) are used when they are
+// consistent with d, p and q: crypto/rsa then only checks them, where
+// deriving them costs a 1024-bit modular exponentiation. Values that do not
+// check out are ignored and derived again, so a key is accepted exactly when
+// d, p and q make one. Each agent process reads its key once at start, so
+// this is part of the CPU every job costs.
 func (p RSAParameters) PrivateKey() (*rsa.PrivateKey, error) {
 	pub, err := PublicKey{Exponent: p.Exponent, Modulus: p.Modulus}.RSA()
 	if err != nil {
@@ -109,9 +116,23 @@ func (p RSAParameters) PrivateKey() (*rsa.PrivateKey, error) {
 		D:         new(big.Int).SetBytes(p.D),
 		Primes:    []*big.Int{new(big.Int).SetBytes(p.P), new(big.Int).SetBytes(p.Q)},
 	}
+	if len(p.DP) > 0 && len(p.DQ) > 0 && len(p.InverseQ) > 0 {
+		k.Precomputed.Dp = new(big.Int).SetBytes(p.DP)
+		k.Precomputed.Dq = new(big.Int).SetBytes(p.DQ)
+		k.Precomputed.Qinv = new(big.Int).SetBytes(p.InverseQ)
+		// Precompute keeps what it built only when the key checks out;
+		// Validate then finds it consistent without doing the work again.
+		k.Precompute()
+		if k.Validate() == nil {
+			return k, nil
+		}
+		k.Precomputed = rsa.PrecomputedValues{}
+	}
+	// Precompute first, so Validate checks the stored values rather than
+	// deriving them a second time.
+	k.Precompute()
 	if err := k.Validate(); err != nil {
 		return nil, fmt.Errorf("private key is inconsistent: %w", err)
 	}
-	k.Precompute()
 	return k, nil
 }
