@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -42,6 +43,10 @@ type spyStore struct {
 	injected *store.Message
 	feed     []string
 	fed      chan struct{} // closed and replaced on every feed call
+	// timelineCalls are the timeline updates the server received, one
+	// entry per call.
+	timelineCalls [][]pipelines.TimelineRecord
+	updated       chan struct{} // closed and replaced on every timeline call
 	// renew, when set, answers RenewJob instead of the real store.
 	renew func(requestID int64) (store.Job, error)
 }
@@ -91,6 +96,46 @@ func (s *spyStore) waitForFeed(t *testing.T, want string) {
 			t.Fatalf("the server never received a live line with %q", want)
 		}
 	}
+}
+
+func (s *spyStore) UpdateTimelineRecords(ctx context.Context, requestID int64, records []pipelines.TimelineRecord, now time.Time) ([]pipelines.TimelineRecord, error) {
+	s.mu.Lock()
+	s.timelineCalls = append(s.timelineCalls, append([]pipelines.TimelineRecord(nil), records...))
+	close(s.updated)
+	s.updated = make(chan struct{})
+	s.mu.Unlock()
+	return s.Store.UpdateTimelineRecords(ctx, requestID, records, now)
+}
+
+// waitForUpdate waits until the server received a timeline update for which
+// match is true.
+func (s *spyStore) waitForUpdate(t *testing.T, what string, match func(pipelines.TimelineRecord) bool) {
+	t.Helper()
+	timeout := time.After(testTimeout)
+	for {
+		s.mu.Lock()
+		updated := s.updated
+		for _, call := range s.timelineCalls {
+			for _, r := range call {
+				if match(r) {
+					s.mu.Unlock()
+					return
+				}
+			}
+		}
+		s.mu.Unlock()
+		select {
+		case <-updated:
+		case <-timeout:
+			t.Fatalf("the server never received a timeline update with %s", what)
+		}
+	}
+}
+
+func (s *spyStore) timelineCallCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.timelineCalls)
 }
 
 func (s *spyStore) AssignJob(ctx context.Context, a store.Assignment) (store.Job, error) {
@@ -149,7 +194,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	spy := &spyStore{Store: store.NewMemory(), fed: make(chan struct{})}
+	spy := &spyStore{Store: store.NewMemory(), fed: make(chan struct{}), updated: make(chan struct{})}
 	srv := servertest.Start(t, servertest.WithLongPoll(200*time.Millisecond),
 		servertest.WithConfig(func(c *server.Config) { c.Store = spy }))
 	e := &env{srv: srv, store: spy, pool: "linux", dir: t.TempDir(), logs: &logBuffer{}}
@@ -283,6 +328,65 @@ func TestRunsAJob(t *testing.T) {
 	}
 	// The agent's work folder holds no script or log once the job is done.
 	assertNoFiles(t, cfg.WorkDir)
+}
+
+// The records of steps shorter than the feed interval reach the server in
+// one call, as Microsoft's agent batches them, and complete.
+func TestShortJobTimelineInOneCall(t *testing.T) {
+	e := newEnv(t)
+	job := e.queue(t, jobapi.JobSpec{Steps: []jobapi.Step{{Script: "echo one"}, {Script: "echo two"}}})
+	cfg := e.config(t)
+	cfg.FeedInterval = time.Hour
+	if out, err := runAgent(t, context.Background(), cfg); err != nil || out.Result != pipelines.ResultSucceeded {
+		t.Fatalf("Run = %+v, %v; want the job done", out, err)
+	}
+	if n := e.store.timelineCallCount(); n != 1 {
+		t.Errorf("%d timeline calls, want 1", n)
+	}
+	recs := e.records(t, job.ID)
+	if len(recs) != 3 {
+		t.Errorf("%d timeline records, want the job's and two steps'", len(recs))
+	}
+	for _, r := range recs {
+		if r.State == nil || *r.State != pipelines.StateCompleted || r.Result == nil || *r.Result != pipelines.ResultSucceeded ||
+			r.StartTime == nil || r.FinishTime == nil || r.Order == nil || (r.ID != job.JobID && r.Log == nil) {
+			t.Errorf("record %q = %+v, want completed, succeeded, timed and ordered, a step's with its log", r.Name, r)
+		}
+	}
+}
+
+// A running step's record reaches the server while the step runs, so the
+// job's timeline shows what it is doing.
+func TestRunningStepReachesTheTimeline(t *testing.T) {
+	e := newEnv(t)
+	release := filepath.Join(t.TempDir(), "release")
+	if err := syscall.Mkfifo(release, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	job := e.queue(t, jobapi.JobSpec{Steps: []jobapi.Step{{DisplayName: "waits", Script: "read -r word < " + release + "; echo released-$word"}}})
+	cfg := e.config(t)
+	cfg.FeedInterval = 20 * time.Millisecond
+	done := make(chan error, 1)
+	go func() {
+		_, err := runAgent(t, context.Background(), cfg)
+		done <- err
+	}()
+	e.store.waitForUpdate(t, "the step in progress", func(r pipelines.TimelineRecord) bool {
+		return r.Name == "waits" && r.State != nil && *r.State == pipelines.StateInProgress && r.Log != nil
+	})
+	// Opening the fifo waits for the step to open it too.
+	go func() { _ = os.WriteFile(release, []byte("now\n"), 0o600) }()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if log := e.jobLog(t, job.ID); !strings.Contains(log, "released-now") {
+		t.Errorf("job log lacks the released step's output:\n%s", log)
+	}
+	for _, r := range e.records(t, job.ID) {
+		if r.State == nil || *r.State != pipelines.StateCompleted {
+			t.Errorf("record %q = %+v, want completed", r.Name, r)
+		}
+	}
 }
 
 func assertNoFiles(t *testing.T, dir string) {

@@ -176,6 +176,8 @@ type jobRunner struct {
 	cancelTimeout atomic.Int64
 
 	feedWarned atomic.Bool
+	// timeline holds record updates for sendTimeline.
+	timeline *timelineUpdates
 }
 
 // stop stops the job for cause.
@@ -194,7 +196,7 @@ func runJob(ctx context.Context, cfg Config, l *listener, job *pipelines.AgentJo
 	tokenURL, token, _ := job.JobToken()
 	reportCtx, endReports := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer endReports(nil)
-	jr := &jobRunner{cfg: cfg, log: log, l: l, job: job, dirs: dirs, reportCtx: reportCtx}
+	jr := &jobRunner{cfg: cfg, log: log, l: l, job: job, dirs: dirs, reportCtx: reportCtx, timeline: newTimelineUpdates()}
 	jr.cancelTimeout.Store(int64(defaultCancelTimeout))
 	jr.reporter = pipelines.NewClient(tokenURL, pipelines.BearerToken(token), cfg.HTTPClient)
 	jr.reporter.UserAgent = l.client.UserAgent
@@ -240,7 +242,15 @@ func runJob(ctx context.Context, cfg Config, l *listener, job *pipelines.AgentJo
 		})
 	}
 
+	timelineDone, timelineSent := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(timelineSent)
+		jr.sendTimeline(timelineDone)
+	}()
 	result := jr.run(soft, hard)
+	// The records are complete on the server before the result is.
+	close(timelineDone)
+	<-timelineSent
 	if cause := context.Cause(soft); cause != nil {
 		log.Info("The job stopped early", "reason", cause.Error())
 	}
@@ -520,9 +530,12 @@ func (jr *jobRunner) runStep(ctx context.Context, s pipelines.JobStep, rec *pipe
 		res = pipelines.ResultSucceededWithIssues
 	}
 	out.line("##[section]Finishing: " + rec.Name)
+	// One after the other: at the same time, the last feed call and the
+	// last log upload would need a connection to the server besides the
+	// ones the long poll and the agent's other calls hold.
 	close(feedDone)
-	close(logDone)
 	<-feedStopped
+	close(logDone)
 	<-logStopped
 
 	finish := jr.now()
@@ -655,10 +668,38 @@ func (jr *jobRunner) report(doing string, budget time.Duration, fn func(context.
 	return err
 }
 
+// updateRecords queues record updates for sendTimeline. Each is the
+// record's whole state so far (see timelineUpdates).
 func (jr *jobRunner) updateRecords(recs ...pipelines.TimelineRecord) {
-	_ = jr.report("updating the timeline", recordBudget, func(ctx context.Context) error {
-		return jr.reporter.UpdateTimelineRecords(ctx, jr.job.Plan, jr.job.Timeline.ID, recs)
-	})
+	jr.timeline.add(recs...)
+}
+
+// sendTimeline sends queued record updates: a FeedInterval after the first
+// one of a batch, so that those of a short step go in one call, and what is
+// left once done closes.
+func (jr *jobRunner) sendTimeline(done <-chan struct{}) {
+	send := func() {
+		recs := jr.timeline.take()
+		if len(recs) == 0 {
+			return
+		}
+		_ = jr.report("updating the timeline", recordBudget, func(ctx context.Context) error {
+			return jr.reporter.UpdateTimelineRecords(ctx, jr.job.Plan, jr.job.Timeline.ID, recs)
+		})
+	}
+	for {
+		select {
+		case <-done:
+			send()
+			return
+		case <-jr.timeline.added:
+		}
+		select {
+		case <-done:
+		case <-jr.cfg.Clock.After(jr.cfg.FeedInterval):
+		}
+		send()
+	}
 }
 
 // streamLog uploads a step's log from its spool file in chunks of logChunk
