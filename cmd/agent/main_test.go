@@ -112,7 +112,7 @@ func (f fixture) queue(t *testing.T, script string) *jobapi.Job {
 func TestBinaryRunsAJob(t *testing.T) {
 	bin := buildAgent(t)
 	f := newFixture(t)
-	job := f.queue(t, "echo binary-marker-$((6*7))")
+	job := f.queue(t, "echo binary-marker-$((6*7)); echo step-gomaxprocs=${GOMAXPROCS-unset}")
 	work := filepath.Join(t.TempDir(), "work")
 	p := startAgent(t, bin, []string{"AGENTRY_AGENT_DIR=" + f.dir, "AGENTRY_WORK_DIR=" + work})
 	if code := p.wait(t); code != agent.ExitRanJob {
@@ -127,6 +127,14 @@ func TestBinaryRunsAJob(t *testing.T) {
 	}
 	if !strings.Contains(log, "binary-marker-42") {
 		t.Errorf("job log lacks the marker:\n%s", log)
+	}
+	// The agent runs on one P; its steps' Go programs must not inherit that.
+	want := "step-gomaxprocs=unset"
+	if v, ok := os.LookupEnv("GOMAXPROCS"); ok {
+		want = "step-gomaxprocs=" + v
+	}
+	if !strings.Contains(log, want) {
+		t.Errorf("job log lacks %q: the step's environment was changed:\n%s", want, log)
 	}
 	if _, err := os.Stat(work); err != nil {
 		t.Errorf("--work-dir from the environment was not used: %v", err)
