@@ -217,10 +217,11 @@ const maxLostAssignments = 64
 func (s *Server) dispatch(ctx context.Context, poolID int) error {
 	for lost := 0; lost < maxLostAssignments && s.polls.hasIdle(poolID); {
 		var p *poll
+		more := false // queued jobs after the one taken
 		j, ok, err := s.claims.claim(ctx, s.store, poolID, func(queued []store.Job) (store.Job, bool) {
-			for _, j := range queued {
+			for i, j := range queued {
 				if taken := s.polls.take(poolID, j.Spec.Demands, 1); len(taken) == 1 {
-					p = taken[0]
+					p, more = taken[0], i+1 < len(queued)
 					return j, true
 				}
 			}
@@ -235,8 +236,14 @@ func (s *Server) dispatch(ctx context.Context, poolID int) error {
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		if !assigned {
+		switch {
+		case !assigned:
 			lost++
+		case !more:
+			// The jobs passed over had no waiting agent that could take
+			// them, and there are fewer now; a job queued since then is
+			// dispatched by whoever queued it.
+			return nil
 		}
 	}
 	return nil

@@ -15,7 +15,9 @@ import (
 // the revision after it is committed, so the answer holds every change up
 // to R, and maybe later ones (those bump past R, and wake the watchers
 // again). Whoever observes R later gets what reading the store itself would
-// have promised: nothing up to R missing.
+// have promised: nothing up to R missing. (A renewal moves a job's
+// lockedUntil without a new revision, as before; an answer shows the
+// lockedUntil of its revision's read until the queue changes again.)
 type queueAnswers struct {
 	mu    sync.Mutex
 	pools map[int]*queueAnswer
