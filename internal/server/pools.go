@@ -314,7 +314,9 @@ func (s *Server) deleteAgent(w http.ResponseWriter, r *http.Request) error {
 	s.polls.wakeAgent(a.ID)
 	// An agent that held a job changes the queue watch's answer: that job
 	// was listed as held by a live agent (or is requeued or abandoned now).
-	if d.Requeued != 0 || d.Abandoned != 0 || a.RequestID != 0 {
+	// Held is read in the deletion itself: the agent read above may predate
+	// the job it took.
+	if d.Held != 0 || d.Requeued != 0 || d.Abandoned != 0 {
 		s.queueChanged(r.Context(), p.ID, d.Requeued != 0)
 		s.jobs.bump(d.Abandoned)
 	}

@@ -237,7 +237,7 @@ func (m *Memory) DeleteAgent(_ context.Context, id int, now time.Time) (AgentDel
 	if !ok {
 		return AgentDeletion{}, notFound("agent", id)
 	}
-	var d AgentDeletion
+	d := AgentDeletion{Held: a.RequestID}
 	if j, ok := m.jobs[a.RequestID]; ok && !j.Finished() {
 		if j = m.takeBack(j, now); j.Finished() {
 			d.Abandoned = j.RequestID

@@ -479,6 +479,7 @@ func (s *SQLite) DeleteAgent(ctx context.Context, id int, now time.Time) (AgentD
 		} else if err != nil {
 			return err
 		}
+		d.Held = requestID
 		if requestID != 0 {
 			j, err := getJob(ctx, tx, requestID)
 			switch {

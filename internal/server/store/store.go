@@ -165,6 +165,9 @@ type AgentDeletion struct {
 	// never received it; Abandoned the one it had received and not finished.
 	Requeued  int64
 	Abandoned int64
+	// Held is the job the agent had taken, finished or not, 0 if none: the
+	// queue watch lists it while the agent is registered.
+	Held int64
 }
 
 // AdminToken is a named admin credential (a personal access token). Only

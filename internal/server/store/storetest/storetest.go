@@ -289,7 +289,9 @@ func testAssignJob(t *testing.T, s store.Store) {
 	if got := ids(store.JobFilter{PoolID: p.ID, Unfinished: true, OrHeld: true}); !slices.Equal(got, []int64{j1.RequestID, j2.RequestID}) {
 		t.Errorf("ListJobs(Unfinished, OrHeld) with the agent registered = %v, want [%d %d]", got, j1.RequestID, j2.RequestID)
 	}
-	must[store.AgentDeletion](t)(s.DeleteAgent(ctx, a.ID, t0.Add(2*time.Minute)))
+	if d := must[store.AgentDeletion](t)(s.DeleteAgent(ctx, a.ID, t0.Add(2*time.Minute))); d != (store.AgentDeletion{Held: j1.RequestID}) {
+		t.Errorf("deleting the agent of finished job %d = %+v, want it held, neither requeued nor abandoned", j1.RequestID, d)
+	}
 	if got := ids(store.JobFilter{PoolID: p.ID, Unfinished: true, OrHeld: true}); !slices.Equal(got, []int64{j2.RequestID}) {
 		t.Errorf("ListJobs(Unfinished, OrHeld) with the agent deleted = %v, want [%d]", got, j2.RequestID)
 	}
@@ -380,7 +382,7 @@ func testDeleteAgentRequeues(t *testing.T, s store.Store) {
 	p, a := fixture(t, s)
 	j := assign(t, s, queue(t, s, p.ID, "one"), a.ID, "tok")
 	d := must[store.AgentDeletion](t)(s.DeleteAgent(ctx, a.ID, t0))
-	if diff := cmp.Diff(store.AgentDeletion{Requeued: j.RequestID}, d); diff != "" {
+	if diff := cmp.Diff(store.AgentDeletion{Requeued: j.RequestID, Held: j.RequestID}, d); diff != "" {
 		t.Errorf("DeleteAgent (-want +got):\n%s", diff)
 	}
 	got := must[store.Job](t)(s.GetJob(ctx, j.RequestID))
@@ -406,7 +408,7 @@ func testDeleteAgentAbandons(t *testing.T, s store.Store) {
 	must[store.Message](t)(s.NextMessage(ctx, a.ID, t0))
 	must[store.Job](t)(s.RenewJob(ctx, j.RequestID, a.ID, t0.Add(10*time.Minute), t0)) // started
 	d := must[store.AgentDeletion](t)(s.DeleteAgent(ctx, a.ID, t0.Add(time.Minute)))
-	if diff := cmp.Diff(store.AgentDeletion{Abandoned: j.RequestID}, d); diff != "" {
+	if diff := cmp.Diff(store.AgentDeletion{Abandoned: j.RequestID, Held: j.RequestID}, d); diff != "" {
 		t.Errorf("DeleteAgent (-want +got):\n%s", diff)
 	}
 	got := must[store.Job](t)(s.GetJob(ctx, j.RequestID))
@@ -598,7 +600,7 @@ func testDeleteAgentRequeuesUnstarted(t *testing.T, s store.Store) {
 	j := assign(t, s, queue(t, s, p.ID, "one"), a.ID, "tok")
 	must[store.Message](t)(s.NextMessage(ctx, a.ID, t0)) // received, never renewed
 	d := must[store.AgentDeletion](t)(s.DeleteAgent(ctx, a.ID, t0))
-	if diff := cmp.Diff(store.AgentDeletion{Requeued: j.RequestID}, d); diff != "" {
+	if diff := cmp.Diff(store.AgentDeletion{Requeued: j.RequestID, Held: j.RequestID}, d); diff != "" {
 		t.Errorf("DeleteAgent (-want +got):\n%s", diff)
 	}
 	got := must[store.Job](t)(s.GetJob(ctx, j.RequestID))
