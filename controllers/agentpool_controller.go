@@ -1,18 +1,19 @@
 package controllers
 
 import (
-	"sync/atomic"
-
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"golang.org/x/sync/errgroup"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -90,6 +91,8 @@ type AgentPoolReconciler struct {
 	wakes chan event.GenericEvent
 	// lastStatusWrite is when each pool's status was last written.
 	lastStatusWrite sync.Map // types.NamespacedName → time.Time
+	// serverPools holds each pool's server pool, looked up by name.
+	serverPools sync.Map // types.NamespacedName → cachedServerPool
 }
 
 // createdAgentsMemory is how long a created Agent the cache does not show
@@ -314,6 +317,7 @@ func (r *AgentPoolReconciler) forget(key types.NamespacedName) {
 	r.created.forget(key)
 	r.createFailures.Delete(key)
 	r.lastStatusWrite.Delete(key)
+	r.serverPools.Delete(key)
 	if r.Jobs != nil {
 		r.Jobs.forget(key)
 	}
@@ -355,7 +359,7 @@ func (r *AgentPoolReconciler) reconcileAgents(ctx context.Context, pool *agentry
 		return retry, nil
 	}
 	server := r.Connect(pool.Spec.Server, token)
-	serverPool, err := server.GetPoolByName(ctx, pool.Spec.Server.PoolName)
+	serverPool, err := r.serverPool(ctx, pool, server, token)
 	if err != nil {
 		setServerUnreachable(pool, err)
 		log.Info("Cannot resolve the server pool", "serverPool", pool.Spec.Server.PoolName, "error", err.Error())
@@ -366,6 +370,7 @@ func (r *AgentPoolReconciler) reconcileAgents(ctx context.Context, pool *agentry
 
 	requests, watching, err := r.readQueue(ctx, pool, server, token, poolID)
 	if err != nil {
+		r.serverPools.Delete(client.ObjectKeyFromObject(pool))
 		setServerUnreachable(pool, err)
 		log.Info("Cannot read the pool's job queue", "poolId", poolID, "error", err.Error())
 		return retry, nil
@@ -412,6 +417,7 @@ func (r *AgentPoolReconciler) reconcileAgents(ctx context.Context, pool *agentry
 		// list.
 		state, err := server.WatchQueue(ctx, poolID, 0, 0) // revision 0: the queue now
 		if err != nil {
+			r.serverPools.Delete(client.ObjectKeyFromObject(pool))
 			setServerUnreachable(pool, err)
 			log.Info("Cannot read the pool's job queue", "poolId", poolID, "error", err.Error())
 			return retry, nil
@@ -457,6 +463,41 @@ func (r *AgentPoolReconciler) reconcileAgents(ctx context.Context, pool *agentry
 		}
 	}
 	return ctrl.Result{RequeueAfter: next}, nil
+}
+
+// serverPoolTTL is how long a pool's server pool, once looked up by name,
+// is used without asking again. A burst reconciles a pool on every change
+// of its queue; the pool's id does not change with them. A failed call to
+// the server forgets it at once.
+const serverPoolTTL = 10 * time.Second
+
+// cachedServerPool is a server pool as looked up for a pool's server
+// settings and token.
+type cachedServerPool struct {
+	config string
+	pool   pipelines.TaskAgentPool
+	at     time.Time
+}
+
+// serverPool returns the pool's server pool, looked up by name at most once
+// per serverPoolTTL.
+func (r *AgentPoolReconciler) serverPool(ctx context.Context, pool *agentryv1.AgentPool, server Server, token string) (*pipelines.TaskAgentPool, error) {
+	key := client.ObjectKeyFromObject(pool)
+	sum := sha256.Sum256([]byte(pool.Spec.Server.URL + "\x00" + string(pool.Spec.Server.AuthType) + "\x00" + pool.Spec.Server.PoolName + "\x00" + token))
+	config := hex.EncodeToString(sum[:])
+	now := r.now()
+	if v, ok := r.serverPools.Load(key); ok {
+		if c := v.(cachedServerPool); c.config == config && now.Sub(c.at) < serverPoolTTL {
+			return &c.pool, nil
+		}
+	}
+	p, err := server.GetPoolByName(ctx, pool.Spec.Server.PoolName)
+	if err != nil {
+		r.serverPools.Delete(key)
+		return nil, err
+	}
+	r.serverPools.Store(key, cachedServerPool{config: config, pool: *p, at: now})
+	return p, nil
 }
 
 // readQueue returns the pool's unfinished job requests: from the queue
