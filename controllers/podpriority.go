@@ -16,12 +16,16 @@ import (
 	agentryv1 "github.com/agentry-dev/agentry/api/v1alpha1"
 )
 
-// urgentPriority puts an Agent ahead of the queue when a user waits on what
-// its reconcile does: a new Agent (a job waits for its pod), one whose job
-// the server finished or whose pod ended (job finished → agent removed),
-// and one being deleted. The rest (recording that a pod runs, marking a busy
-// pod) waits behind them during a burst.
-const urgentPriority = 10
+// Priorities in the Agent queue, for what a user waits on. An agent whose
+// job finished or whose pod ended goes first: its reconcile is short
+// (deregister, delete) and job finished → agent removed is what users
+// watch. A new Agent (a job waits for its pod) and a deletion come next.
+// The rest (recording that a pod runs, marking a busy pod) waits behind
+// them during a burst.
+const (
+	finishPriority = 20
+	urgentPriority = 10
+)
 
 // urgentAgentHandler enqueues an Agent at urgentPriority when it is created
 // (not when the cache lists it at start-up) and when its generation changes
@@ -52,12 +56,12 @@ func (urgentAgentHandler) Generic(_ context.Context, e event.GenericEvent, q wor
 	q.Add(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(e.Object)})
 }
 
-// agentWakeHandler enqueues the Agents agentJobs wakes: urgently when their
-// job finished.
+// agentWakeHandler enqueues the Agents agentJobs wakes: first of all when
+// their job finished.
 var agentWakeHandler = handler.TypedFuncs[agentWake, reconcile.Request]{
 	GenericFunc: func(_ context.Context, e event.TypedGenericEvent[agentWake], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 		if e.Object.finished {
-			addAt(q, urgentPriority, e.Object.agent)
+			addAt(q, finishPriority, e.Object.agent)
 			return
 		}
 		q.Add(reconcile.Request{NamespacedName: e.Object.agent})
@@ -74,7 +78,7 @@ func addAt(q workqueue.TypedRateLimitingInterface[reconcile.Request], priority i
 	q.Add(req)
 }
 
-// endedPodHandler enqueues a pod's Agent with urgentPriority when the pod
+// endedPodHandler enqueues a pod's Agent with finishPriority when the pod
 // has ended or is being deleted. Other pod events reach the Agent through
 // Owns at normal priority.
 type endedPodHandler struct{}
@@ -114,6 +118,6 @@ func enqueueAgentOf(pod *corev1.Pod, q workqueue.TypedRateLimitingInterface[reco
 		if ref.Controller == nil || !*ref.Controller || ref.Kind != "Agent" || ref.APIVersion != agentryv1.GroupVersion.String() {
 			continue
 		}
-		addAt(q, urgentPriority, types.NamespacedName{Namespace: pod.Namespace, Name: ref.Name})
+		addAt(q, finishPriority, types.NamespacedName{Namespace: pod.Namespace, Name: ref.Name})
 	}
 }

@@ -38,14 +38,14 @@ func TestEndedPodHandlerPrioritises(t *testing.T) {
 		t.Fatalf("queue holds %d items, want the registration and the ended pod's Agent", q.Len())
 	}
 	item, prio, _ := q.GetWithPriority()
-	if item.Name != "done" || prio != urgentPriority {
-		t.Errorf("first out = %s at priority %d, want the ended pod's Agent at %d", item.Name, prio, urgentPriority)
+	if item.Name != "done" || prio != finishPriority {
+		t.Errorf("first out = %s at priority %d, want the ended pod's Agent at %d", item.Name, prio, finishPriority)
 	}
 }
 
-// A new Agent and an agent whose job finished go ahead of bookkeeping (a
-// pod that started, a job that was assigned); Agents listed at start-up go
-// last.
+// An agent whose job finished goes first, then a new Agent, both ahead of
+// bookkeeping (a pod that started, a job that was assigned); Agents listed
+// at start-up go last.
 func TestAgentEventsPrioritise(t *testing.T) {
 	q := priorityqueue.New[reconcile.Request]("test")
 	defer q.ShutDown()
@@ -65,8 +65,7 @@ func TestAgentEventsPrioritise(t *testing.T) {
 		got = append(got, item.Name)
 		q.Done(item)
 	}
-	// Equal priorities come out in the order they went in.
-	want := []string{"new", "finished", "assigned", "listed"}
+	want := []string{"finished", "new", "assigned", "listed"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("order out of the queue (-want +got):\n%s", diff)
 	}
