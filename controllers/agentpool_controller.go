@@ -781,20 +781,8 @@ func (r *AgentPoolReconciler) startAgents(ctx context.Context, pool *agentryv1.A
 		ctrl.LoggerFrom(ctx).Error(err, "Creating agents failed; trying again", "failed", failed.Load(), "of", len(queued), "retryIn", retry)
 		r.Recorder.Eventf(owner, nil, corev1.EventTypeWarning, "CreateFailed", "StartAgents",
 			"Creating %d of %d agents failed: %s", failed.Load(), len(queued), err.Error())
-		time.AfterFunc(retry, func() { r.wake(key) })
+		time.AfterFunc(retry, func() { wakePool(r.wakes, key) })
 	}()
-}
-
-// wake queues a reconcile of the pool.
-func (r *AgentPoolReconciler) wake(pool types.NamespacedName) {
-	ev := event.GenericEvent{Object: &agentryv1.AgentPool{}}
-	ev.Object.SetNamespace(pool.Namespace)
-	ev.Object.SetName(pool.Name)
-	select {
-	case r.wakes <- ev:
-	default:
-		// Full: the pool is due for a reconcile already.
-	}
 }
 
 func (r *AgentPoolReconciler) createAgent(ctx context.Context, pool *agentryv1.AgentPool, queuedAt *time.Time) (string, error) {

@@ -173,14 +173,17 @@ func (w *queueWatchers) run(ctx context.Context, key types.NamespacedName, qw *q
 	}
 }
 
-func (w *queueWatchers) notify(key types.NamespacedName) {
+func (w *queueWatchers) notify(key types.NamespacedName) { wakePool(w.events, key) }
+
+// wakePool asks for a reconcile of the pool on ch without waiting: when ch
+// is full, the pool is already due for a reconcile, which reads the newest
+// state.
+func wakePool(ch chan<- event.GenericEvent, pool types.NamespacedName) {
 	ev := event.GenericEvent{Object: &agentryv1.AgentPool{}}
-	ev.Object.SetNamespace(key.Namespace)
-	ev.Object.SetName(key.Name)
+	ev.Object.SetNamespace(pool.Namespace)
+	ev.Object.SetName(pool.Name)
 	select {
-	case w.events <- ev:
+	case ch <- ev:
 	default:
-		// The queue of wake-ups is full; the pool is already due for a
-		// reconcile, which reads the newest state.
 	}
 }
