@@ -412,9 +412,6 @@ func (r *AgentReconciler) recordJob(ctx context.Context, agent *agentryv1.Agent,
 	if agent.Status.JobRequestID == job.RequestID {
 		return nil
 	}
-	if agent.Status.JobRequestID == 0 && job.QueueTime != nil {
-		queuedToJobStarted.WithLabelValues(agent.Namespace, agent.Spec.PoolName).Observe(r.now().Sub(*job.QueueTime).Seconds())
-	}
 	agent.Status.JobRequestID = job.RequestID
 	return nil
 }

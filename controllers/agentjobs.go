@@ -17,8 +17,6 @@ type agentJob struct {
 	// Finished: the server has the job's result (or gave the job up). The
 	// agent has run its one job and is spent, whatever its pod still does.
 	Finished bool
-	// QueueTime is when the job was queued, if the server said.
-	QueueTime *time.Time
 }
 
 // agentJobs is the server's view of the jobs the pools' agents hold, as the
@@ -61,10 +59,24 @@ func heldJobs(requests []pipelines.TaskAgentJobRequest) (jobs map[int]agentJob, 
 		if held, ok := jobs[id]; ok && held.Finished && !finished {
 			continue
 		}
-		jobs[id] = agentJob{RequestID: r.RequestID, Finished: finished, QueueTime: r.QueueTime}
+		jobs[id] = agentJob{RequestID: r.RequestID, Finished: finished}
 		names[id] = r.ReservedAgent.Name
 	}
 	return jobs, names
+}
+
+// startDelay is how long the request waited from being queued to being
+// received (or, if the server does not say, assigned) by its agent, from the
+// server's own times; false when it does not say.
+func startDelay(r *pipelines.TaskAgentJobRequest) (time.Duration, bool) {
+	started := r.ReceiveTime
+	if started == nil {
+		started = r.AssignTime
+	}
+	if r.QueueTime == nil || started == nil {
+		return 0, false
+	}
+	return max(started.Sub(*r.QueueTime), 0), true
 }
 
 // observe records a pool's queue and wakes the Agents whose job is new or
@@ -73,7 +85,7 @@ func heldJobs(requests []pipelines.TaskAgentJobRequest) (jobs map[int]agentJob, 
 func (b *agentJobs) observe(ctx context.Context, pool types.NamespacedName, requests []pipelines.TaskAgentJobRequest) {
 	jobs, names := heldJobs(requests)
 	b.mu.Lock()
-	old := b.pools[pool]
+	old, seen := b.pools[pool]
 	b.pools[pool] = jobs
 	var wake []agentWake
 	for id, job := range jobs {
@@ -82,6 +94,20 @@ func (b *agentJobs) observe(ctx context.Context, pool types.NamespacedName, requ
 		}
 	}
 	b.mu.Unlock()
+	// queued → started, once per job an agent takes, from the server's
+	// times: not for the jobs a restarted manager finds held already.
+	for i := range requests {
+		r := &requests[i]
+		if r.ReservedAgent == nil || r.ReservedAgent.ID == 0 || !seen || jobs[r.ReservedAgent.ID].RequestID != r.RequestID {
+			continue
+		}
+		if was, ok := old[r.ReservedAgent.ID]; ok && was.RequestID == r.RequestID {
+			continue
+		}
+		if d, ok := startDelay(r); ok {
+			queuedToJobStarted.WithLabelValues(pool.Namespace, pool.Name).Observe(d.Seconds())
+		}
+	}
 	for _, w := range wake {
 		b.wake(ctx, w)
 	}

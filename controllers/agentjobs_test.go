@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/agentry-dev/agentry/internal/pipelines"
@@ -16,12 +18,14 @@ import (
 // and a finished job wins over anything else named for the same agent.
 func TestAgentJobsWakeOnChange(t *testing.T) {
 	ctx := context.Background()
-	pool := types.NamespacedName{Namespace: "ns", Name: "linux"}
+	pool := types.NamespacedName{Namespace: "ns", Name: "wake-on-change"}
 	queued := time.Date(2026, 11, 26, 6, 0, 0, 0, time.UTC)
+	received := queued.Add(3 * time.Second)
 	done := queued.Add(time.Minute)
 	succeeded := pipelines.ResultSucceeded
 	held := func(id int64, agentID int, name string) pipelines.TaskAgentJobRequest {
-		return pipelines.TaskAgentJobRequest{RequestID: id, QueueTime: &queued, ReservedAgent: &pipelines.TaskAgentReference{ID: agentID, Name: name}}
+		return pipelines.TaskAgentJobRequest{RequestID: id, QueueTime: &queued, ReceiveTime: &received,
+			ReservedAgent: &pipelines.TaskAgentReference{ID: agentID, Name: name}}
 	}
 	finished := func(r pipelines.TaskAgentJobRequest) pipelines.TaskAgentJobRequest {
 		r.FinishTime, r.Result = &done, &succeeded
@@ -47,20 +51,24 @@ func TestAgentJobsWakeOnChange(t *testing.T) {
 		requests []pipelines.TaskAgentJobRequest
 		want     []agentWake
 		lookup   map[int]agentJob
+		started  uint64 // queued → started observations so far
 	}{
-		{"a job waits", []pipelines.TaskAgentJobRequest{waiting}, nil, map[int]agentJob{1: {}}},
+		{"a job waits", []pipelines.TaskAgentJobRequest{waiting}, nil, map[int]agentJob{1: {}}, 0},
 		{"agent 1 takes job 1", []pipelines.TaskAgentJobRequest{waiting, held(1, 1, "linux-a")},
-			[]agentWake{{agent: key("linux-a")}}, map[int]agentJob{1: {RequestID: 1, QueueTime: &queued}}},
+			[]agentWake{{agent: key("linux-a")}}, map[int]agentJob{1: {RequestID: 1}}, 1},
 		{"nothing changed", []pipelines.TaskAgentJobRequest{held(1, 1, "linux-a"), waiting}, nil,
-			map[int]agentJob{1: {RequestID: 1, QueueTime: &queued}}},
+			map[int]agentJob{1: {RequestID: 1}}, 1},
 		{"job 1 finished", []pipelines.TaskAgentJobRequest{finished(held(1, 1, "linux-a")), held(7, 1, "linux-a")},
-			[]agentWake{{agent: key("linux-a"), finished: true}}, map[int]agentJob{1: {RequestID: 1, Finished: true, QueueTime: &queued}}},
-		{"agent 1 gone from the queue", nil, nil, map[int]agentJob{1: {}}},
+			[]agentWake{{agent: key("linux-a"), finished: true}}, map[int]agentJob{1: {RequestID: 1, Finished: true}}, 1},
+		{"agent 1 gone from the queue", nil, nil, map[int]agentJob{1: {}}, 1},
 	}
 	for _, s := range steps {
 		b.observe(ctx, pool, s.requests)
 		if diff := cmp.Diff(s.want, drain(), cmp.AllowUnexported(agentWake{})); diff != "" {
 			t.Errorf("%s: wakes (-want +got):\n%s", s.name, diff)
+		}
+		if got := startedObservations(t, pool); got != s.started {
+			t.Errorf("%s: %d queued → started observations, want %d", s.name, got, s.started)
 		}
 		for id, want := range s.lookup {
 			got, _ := b.lookup(pool, id)
@@ -72,4 +80,20 @@ func TestAgentJobsWakeOnChange(t *testing.T) {
 	if _, ok := b.lookup(types.NamespacedName{Namespace: "ns", Name: "other"}, 1); ok {
 		t.Error("another pool's lookup found agent 1")
 	}
+
+	// A restarted manager finds job 2 held already: not a start it saw.
+	restarted := types.NamespacedName{Namespace: "ns", Name: "wake-after-restart"}
+	newAgentJobs().observe(ctx, restarted, []pipelines.TaskAgentJobRequest{held(2, 2, "linux-b")})
+	if got := startedObservations(t, restarted); got != 0 {
+		t.Errorf("after a restart: %d queued → started observations, want 0", got)
+	}
+}
+
+func startedObservations(t *testing.T, pool types.NamespacedName) uint64 {
+	t.Helper()
+	var m dto.Metric
+	if err := queuedToJobStarted.WithLabelValues(pool.Namespace, pool.Name).(prometheus.Metric).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount()
 }

@@ -43,7 +43,7 @@ var (
 	})
 	queuedToJobStarted = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "agentry_job_queued_to_started_seconds",
-		Help:    "From a job's queue time to the operator seeing one of the pool's agents hold it.",
+		Help:    "From a job's queue time to one of the pool's agents receiving it (assigned, when the server does not say), by the server's clock.",
 		Buckets: prometheus.ExponentialBuckets(0.05, 2, 14),
 	}, []string{"namespace", "pool"})
 )
