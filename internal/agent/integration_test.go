@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -42,11 +43,10 @@ type spyStore struct {
 	tokens   []string
 	injected *store.Message
 	feed     []string
-	fed      chan struct{} // closed and replaced on every feed call
 	// timelineCalls are the timeline updates the server received, one
 	// entry per call.
 	timelineCalls [][]pipelines.TimelineRecord
-	updated       chan struct{} // closed and replaced on every timeline call
+	changed       chan struct{} // closed and replaced on every feed or timeline call
 	// renew, when set, answers RenewJob instead of the real store.
 	renew func(requestID int64) (store.Job, error)
 }
@@ -70,66 +70,65 @@ func (s *spyStore) setRenew(f func(requestID int64) (store.Job, error)) {
 func (s *spyStore) AppendFeed(ctx context.Context, requestID int64, lines []string) error {
 	s.mu.Lock()
 	s.feed = append(s.feed, lines...)
-	close(s.fed)
-	s.fed = make(chan struct{})
+	s.changedLocked()
 	s.mu.Unlock()
 	return s.Store.AppendFeed(ctx, requestID, lines)
-}
-
-// waitForFeed waits until the server received a live console line holding want.
-func (s *spyStore) waitForFeed(t *testing.T, want string) {
-	t.Helper()
-	timeout := time.After(testTimeout)
-	for {
-		s.mu.Lock()
-		fed := s.fed
-		for _, l := range s.feed {
-			if strings.Contains(l, want) {
-				s.mu.Unlock()
-				return
-			}
-		}
-		s.mu.Unlock()
-		select {
-		case <-fed:
-		case <-timeout:
-			t.Fatalf("the server never received a live line with %q", want)
-		}
-	}
 }
 
 func (s *spyStore) UpdateTimelineRecords(ctx context.Context, requestID int64, records []pipelines.TimelineRecord, now time.Time) ([]pipelines.TimelineRecord, error) {
 	s.mu.Lock()
 	s.timelineCalls = append(s.timelineCalls, append([]pipelines.TimelineRecord(nil), records...))
-	close(s.updated)
-	s.updated = make(chan struct{})
+	s.changedLocked()
 	s.mu.Unlock()
 	return s.Store.UpdateTimelineRecords(ctx, requestID, records, now)
+}
+
+// changedLocked wakes the waiters; the caller holds s.mu.
+func (s *spyStore) changedLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// await waits until seen, called with s.mu held, is true after a feed or
+// timeline call (or already).
+func (s *spyStore) await(t *testing.T, what string, seen func() bool) {
+	t.Helper()
+	timeout := time.After(testTimeout)
+	for {
+		s.mu.Lock()
+		changed, ok := s.changed, seen()
+		s.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			t.Fatalf("the server never received %s", what)
+		}
+	}
+}
+
+// waitForFeed waits until the server received a live console line holding want.
+func (s *spyStore) waitForFeed(t *testing.T, want string) {
+	t.Helper()
+	s.await(t, fmt.Sprintf("a live line with %q", want), func() bool {
+		return slices.ContainsFunc(s.feed, func(l string) bool { return strings.Contains(l, want) })
+	})
 }
 
 // waitForUpdate waits until the server received a timeline update for which
 // match is true.
 func (s *spyStore) waitForUpdate(t *testing.T, what string, match func(pipelines.TimelineRecord) bool) {
 	t.Helper()
-	timeout := time.After(testTimeout)
-	for {
-		s.mu.Lock()
-		updated := s.updated
+	s.await(t, "a timeline update with "+what, func() bool {
 		for _, call := range s.timelineCalls {
-			for _, r := range call {
-				if match(r) {
-					s.mu.Unlock()
-					return
-				}
+			if slices.ContainsFunc(call, match) {
+				return true
 			}
 		}
-		s.mu.Unlock()
-		select {
-		case <-updated:
-		case <-timeout:
-			t.Fatalf("the server never received a timeline update with %s", what)
-		}
-	}
+		return false
+	})
 }
 
 func (s *spyStore) timelineCallCount() int {
@@ -194,7 +193,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	spy := &spyStore{Store: store.NewMemory(), fed: make(chan struct{}), updated: make(chan struct{})}
+	spy := &spyStore{Store: store.NewMemory(), changed: make(chan struct{})}
 	srv := servertest.Start(t, servertest.WithLongPoll(200*time.Millisecond),
 		servertest.WithConfig(func(c *server.Config) { c.Store = spy }))
 	e := &env{srv: srv, store: spy, pool: "linux", dir: t.TempDir(), logs: &logBuffer{}}
