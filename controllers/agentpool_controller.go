@@ -40,7 +40,8 @@ import (
 )
 
 const (
-	// createConcurrency bounds the Agent creates one reconcile has in flight.
+	// createConcurrency bounds the creates of one round of starts (one
+	// reconcile's); rounds from successive reconciles may overlap.
 	createConcurrency = 32
 	// createTimeout bounds one round of Agent creates.
 	createTimeout = time.Minute
