@@ -36,6 +36,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -57,6 +58,7 @@ type config struct {
 	managerArgs                 string
 	apiRequests                 bool
 	timeline                    string
+	apiServerProfile            string
 }
 
 func main() {
@@ -70,6 +72,7 @@ func main() {
 	flag.BoolVar(&cfg.apiRequests, "api-requests", false, "print the API server's request counts by resource and verb after the burst")
 	flag.StringVar(&cfg.managerArgs, "manager-args", "", "more agentry-manager flags, space-separated")
 	flag.StringVar(&cfg.timeline, "timeline", "", "write each job's timeline (ms after the first queue time) to this file, for finding where a burst's time goes")
+	flag.StringVar(&cfg.apiServerProfile, "apiserver-cpuprofile", "", "write a CPU profile of kube-apiserver over the burst's first 3 s to this file (go tool pprof reads it)")
 	flag.StringVar(&cfg.rows, "rows", "", "also write the results to this file as tab-separated rows")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -201,6 +204,12 @@ func run(ctx context.Context, cfg config) error {
 			return err
 		}
 	}
+	profiled := make(chan error, 1)
+	if cfg.apiServerProfile != "" {
+		go func() { profiled <- apiServerProfile(ctx, s.Kube.CoreV1().RESTClient(), cfg.apiServerProfile) }()
+	} else {
+		profiled <- nil
+	}
 	fmt.Fprintf(os.Stderr, "queueing %d jobs\n", cfg.jobs)
 	burstStart := time.Now()
 	ids := make([]int64, cfg.jobs)
@@ -228,6 +237,9 @@ func run(ctx context.Context, cfg config) error {
 		}
 	}
 	burst := time.Since(burstStart)
+	if err := <-profiled; err != nil {
+		return err
+	}
 	// Wait for every agent to be deregistered and removed.
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
@@ -654,4 +666,14 @@ func writeTimeline(path string, jobs []*jobapi.Job, agents, pods *timeline) erro
 			ms(at(pods.ended, j.AgentName)), ms(at(agents.deleted, j.AgentName)), j.AgentName)
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// apiServerProfile writes a 3 s CPU profile of kube-apiserver, taken from its
+// /debug/pprof endpoint (on by default), to path.
+func apiServerProfile(ctx context.Context, rc rest.Interface, path string) error {
+	data, err := rc.Get().AbsPath("/debug/pprof/profile").Param("seconds", "3").DoRaw(ctx)
+	if err != nil {
+		return fmt.Errorf("profiling kube-apiserver: %w", err)
+	}
+	return os.WriteFile(path, data, 0o644)
 }
