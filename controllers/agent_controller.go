@@ -249,12 +249,14 @@ func (r *AgentReconciler) reconcileNormal(ctx context.Context, agent, before *ag
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	var reg registration
 	if !registered {
-		if result, err := r.register(ctx, agent, pool); err != nil || !result.IsZero() {
+		var result ctrl.Result
+		if reg, result, err = r.register(ctx, agent, pool); err != nil || !result.IsZero() {
 			return result, err
 		}
 	}
-	if err := r.createPod(ctx, agent, pool); err != nil {
+	if err := r.start(ctx, agent, pool, reg); err != nil {
 		return ctrl.Result{}, err
 	}
 	// The registration and the pod are recorded together, by the status
@@ -262,6 +264,40 @@ func (r *AgentReconciler) reconcileNormal(ctx context.Context, agent, before *ag
 	// before that write finds again, is what holds the registration until
 	// then.
 	return ctrl.Result{RequeueAfter: durationOr(pool.Spec.StartupTimeout, agentryv1.DefaultStartupTimeout)}, nil
+}
+
+// start creates the agent's pod, and writes the Secret of a registration
+// made in this reconcile (reg) at the same time: neither API write waits for
+// the other. The pod cannot start before its Secret exists (the kubelet
+// retries the mount until it does), and the Secret holds the registration
+// for the next reconcile should this one stop before its status write.
+//
+// Only a Secret that did not exist is written alongside the pod; one that
+// replaces an earlier registration's is written first, so the pod never
+// mounts a key the server no longer accepts.
+func (r *AgentReconciler) start(ctx context.Context, agent *agentryv1.Agent, pool *agentryv1.AgentPool, reg registration) error {
+	if reg.files != nil && reg.replaced {
+		if err := r.writeSecret(ctx, agent, *reg.files); err != nil {
+			return err
+		}
+		setRegistered(agent, reg.files.Settings.AgentID, reg.files.Settings.PoolID)
+		reg.files = nil
+	}
+	secretWritten := make(chan error, 1)
+	if reg.files != nil {
+		go func() { secretWritten <- r.writeSecret(ctx, agent, *reg.files) }()
+	} else {
+		secretWritten <- nil
+	}
+	podName, podErr := r.createPod(ctx, agent, pool)
+	secretErr := <-secretWritten
+	if reg.files != nil && secretErr == nil {
+		setRegistered(agent, reg.files.Settings.AgentID, reg.files.Settings.PoolID)
+	}
+	if podErr == nil {
+		agent.Status.PodName = podName
+	}
+	return errors.Join(secretErr, podErr)
 }
 
 // agentFreshness is how the cache's copy of an Agent compares with the API
@@ -328,8 +364,15 @@ func (r *AgentReconciler) observePod(ctx context.Context, agent, before *agentry
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		if files != nil {
+		switch {
+		case files != nil:
 			setRegistered(agent, files.Settings.AgentID, files.Settings.PoolID)
+		case pod.DeletionTimestamp.IsZero() && (pod.Status.Phase == corev1.PodPending || pod.Status.Phase == ""):
+			// Or it stopped before it wrote the Secret (the write failed,
+			// or the manager stopped), and the pod waits for it.
+			if result, err := r.registerAgain(ctx, agent); err != nil || !result.IsZero() {
+				return result, err
+			}
 		}
 	}
 	if job, ok := r.Jobs.lookup(poolKey(agent), int(agent.Status.AgentID)); ok {
@@ -395,6 +438,26 @@ func (r *AgentReconciler) observePod(ctx context.Context, agent, before *agentry
 	})
 	r.failed(agent, problem.reason, "The agent's pod could not start: "+problem.message)
 	return r.finish(ctx, agent, before)
+}
+
+// registerAgain registers an agent whose pod exists but whose Secret was
+// never written, and writes it: the registration that Secret was to hold
+// is given a new key.
+func (r *AgentReconciler) registerAgain(ctx context.Context, agent *agentryv1.Agent) (ctrl.Result, error) {
+	pool := &agentryv1.AgentPool{}
+	if err := r.Get(ctx, poolKey(agent), pool); err != nil {
+		// A pool that is gone deletes its agents.
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	reg, result, err := r.register(ctx, agent, pool)
+	if err != nil || !result.IsZero() || reg.files == nil {
+		return result, err
+	}
+	if err := r.writeSecret(ctx, agent, *reg.files); err != nil {
+		return ctrl.Result{}, err
+	}
+	setRegistered(agent, reg.files.Settings.AgentID, reg.files.Settings.PoolID)
+	return ctrl.Result{}, nil
 }
 
 // poolKey names the agent's pool.
@@ -473,17 +536,29 @@ func (r *AgentReconciler) hasCredentials(ctx context.Context, agent *agentryv1.A
 // takes up the registration and Secret an earlier reconcile of this Agent
 // made and did not get to record. The status fields are set for the caller
 // to write.
-func (r *AgentReconciler) register(ctx context.Context, agent *agentryv1.Agent, pool *agentryv1.AgentPool) (ctrl.Result, error) {
+// registration is what register made: the agent files its Secret is to
+// hold (nil when an earlier reconcile's registration, already in the Secret,
+// was taken up), and whether it replaced an earlier registration's key.
+type registration struct {
+	files    *pipelines.AgentFiles
+	replaced bool
+}
+
+// register registers the agent with the server; the caller writes the
+// Secret.
+func (r *AgentReconciler) register(ctx context.Context, agent *agentryv1.Agent, pool *agentryv1.AgentPool) (registration, ctrl.Result, error) {
 	log := ctrl.LoggerFrom(ctx)
 	server, err := r.Credentials.server(ctx, r.Connect, pool)
 	if err != nil {
-		return r.registrationFailed(agent, err)
+		result, err := r.registrationFailed(agent, err)
+		return registration{}, result, err
 	}
 	poolID := int(pool.Status.PoolID)
 	if poolID == 0 {
 		p, err := server.GetPoolByName(ctx, pool.Spec.Server.PoolName)
 		if err != nil {
-			return r.registrationFailed(agent, err)
+			result, err := r.registrationFailed(agent, err)
+			return registration{}, result, err
 		}
 		poolID = p.ID
 	}
@@ -494,24 +569,25 @@ func (r *AgentReconciler) register(ctx context.Context, agent *agentryv1.Agent, 
 	}
 	key, err := keys.Key(ctx)
 	if err != nil {
-		return ctrl.Result{}, err
+		return registration{}, ctrl.Result{}, err
 	}
 	log.Info("Registering the agent", "poolId", poolID)
-	registration, reused, err := registerAgent(ctx, server, poolID, agent.Name, key, userCapabilities(pool),
+	got, how, err := registerAgent(ctx, server, poolID, agent.Name, key, userCapabilities(pool),
 		func() (*pipelines.AgentFiles, error) { return r.ownSecret(ctx, agent) })
 	if err != nil {
-		return r.registrationFailed(agent, err)
+		result, err := r.registrationFailed(agent, err)
+		return registration{}, result, err
 	}
-	if reused {
-		log.Info("Took up the registration an earlier reconcile made", "agentId", registration.ID)
-		setRegistered(agent, registration.ID, poolID)
-		return ctrl.Result{}, nil
+	if how == registrationReused {
+		log.Info("Took up the registration an earlier reconcile made", "agentId", got.ID)
+		setRegistered(agent, got.ID, poolID)
+		return registration{}, ctrl.Result{}, nil
 	}
 	registrationsTotal.WithLabelValues(agent.Namespace, pool.Name).Inc()
-	files := pipelines.AgentFiles{
+	files := &pipelines.AgentFiles{
 		Settings: pipelines.AgentSettings{
-			AgentID:    registration.ID,
-			AgentName:  registration.Name,
+			AgentID:    got.ID,
+			AgentName:  got.Name,
 			PoolID:     poolID,
 			PoolName:   pool.Spec.Server.PoolName,
 			ServerURL:  pool.Spec.Server.URL,
@@ -521,22 +597,18 @@ func (r *AgentReconciler) register(ctx context.Context, agent *agentryv1.Agent, 
 		Credentials: pipelines.Credentials{
 			Scheme: "OAuth",
 			Data: pipelines.CredentialData{
-				ClientID:         registration.Authorization.ClientID,
-				AuthorizationURL: registration.Authorization.AuthorizationURL,
+				ClientID:         got.Authorization.ClientID,
+				AuthorizationURL: got.Authorization.AuthorizationURL,
 			},
 		},
 		Key: agentcrypto.ParametersOf(key),
 	}
-	// Should this fail, the next reconcile finds the registration and no
-	// Secret for it, and replaces the registration's key: no pod can have
-	// mounted a Secret that is not there.
-	if err := r.writeSecret(ctx, agent, files); err != nil {
-		return ctrl.Result{}, err
-	}
-	// No Event: a burst would write one per agent for what the status
-	// and the manager's log already say. Events are for what goes wrong.
-	setRegistered(agent, registration.ID, poolID)
-	return ctrl.Result{}, nil
+	// Should the Secret's write fail, the next reconcile finds the
+	// registration and no Secret for it, and replaces the registration's
+	// key: no pod can have mounted a Secret that is not there.
+	// No Event: a burst would write one per agent for what the status and
+	// the manager's log already say. Events are for what goes wrong.
+	return registration{files: files, replaced: how == registrationReplaced}, ctrl.Result{}, nil
 }
 
 func setRegistered(agent *agentryv1.Agent, id, poolID int) {
@@ -571,6 +643,18 @@ func (r *AgentReconciler) ownSecret(ctx context.Context, agent *agentryv1.Agent)
 	return &files, nil
 }
 
+// registrationKind says how registerAgent came by its registration.
+type registrationKind int
+
+const (
+	// registrationNew: the name was free.
+	registrationNew registrationKind = iota
+	// registrationReused: an earlier reconcile's, which the Secret holds.
+	registrationReused
+	// registrationReplaced: an earlier reconcile's, given the new key.
+	registrationReplaced
+)
+
 // registerAgent registers name with key's public half. An agent of that name
 // that already exists is ours, from a reconcile that stopped before it
 // recorded the registration. When the Agent's Secret (secret reads it) holds
@@ -579,7 +663,7 @@ func (r *AgentReconciler) ownSecret(ctx context.Context, agent *agentryv1.Agent)
 // is never more than one registration per Agent. The common case, a new
 // name, costs one call.
 func registerAgent(ctx context.Context, server Server, poolID int, name string, key *rsa.PrivateKey, capabilities map[string]string,
-	secret func() (*pipelines.AgentFiles, error)) (got *pipelines.TaskAgent, reused bool, err error) {
+	secret func() (*pipelines.AgentFiles, error)) (got *pipelines.TaskAgent, how registrationKind, err error) {
 	pub := agentcrypto.PublicKeyOf(&key.PublicKey)
 	want := pipelines.TaskAgent{
 		Name:              name,
@@ -591,14 +675,15 @@ func registerAgent(ctx context.Context, server Server, poolID int, name string, 
 	}
 	got, err = server.AddAgent(ctx, poolID, want)
 	if pipelines.IsTypeKey(err, pipelines.TypeKeyAgentExists) {
+		how = registrationReplaced
 		var existing *pipelines.TaskAgent
 		if existing, err = findAgent(ctx, server, poolID, name); err == nil && existing != nil {
 			files, serr := secret()
 			if serr != nil {
-				return nil, false, serr
+				return nil, 0, serr
 			}
 			if files != nil && holds(files, existing) {
-				return existing, true, nil
+				return existing, registrationReused, nil
 			}
 		}
 		if err == nil {
@@ -606,12 +691,12 @@ func registerAgent(ctx context.Context, server Server, poolID int, name string, 
 		}
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("registering agent %q: %w", name, err)
+		return nil, 0, fmt.Errorf("registering agent %q: %w", name, err)
 	}
 	if got.ID == 0 || got.Authorization == nil || got.Authorization.ClientID == "" || got.Authorization.AuthorizationURL == "" {
-		return nil, false, fmt.Errorf("registering agent %q: the server answered without an id, client id or authorization URL", name)
+		return nil, 0, fmt.Errorf("registering agent %q: the server answered without an id, client id or authorization URL", name)
 	}
-	return got, false, nil
+	return got, how, nil
 }
 
 // findAgent returns the pool's agent of that name, or nil.
@@ -704,13 +789,15 @@ func (r *AgentReconciler) writeSecret(ctx context.Context, agent *agentryv1.Agen
 	return wrapErr("updating secret", r.Patch(ctx, &existing, patch))
 }
 
-func (r *AgentReconciler) createPod(ctx context.Context, agent *agentryv1.Agent, pool *agentryv1.AgentPool) error {
+// createPod creates the agent's pod (one that exists already is taken as
+// created) and returns its name.
+func (r *AgentReconciler) createPod(ctx context.Context, agent *agentryv1.Agent, pool *agentryv1.AgentPool) (string, error) {
 	pod, err := agentPod(&pool.Spec.Template, agent)
 	if err != nil {
-		return reconcile.TerminalError(err)
+		return "", reconcile.TerminalError(err)
 	}
 	if err := controllerutil.SetControllerReference(agent, pod, r.Scheme()); err != nil {
-		return err
+		return "", err
 	}
 	switch err := r.Create(ctx, pod); {
 	case err == nil:
@@ -719,10 +806,9 @@ func (r *AgentReconciler) createPod(ctx context.Context, agent *agentryv1.Agent,
 			queuedToPodCreated.WithLabelValues(agent.Namespace, pool.Name).Observe(r.now().Sub(at).Seconds())
 		}
 	case !apierrors.IsAlreadyExists(err):
-		return fmt.Errorf("creating pod: %w", err)
+		return "", fmt.Errorf("creating pod: %w", err)
 	}
-	agent.Status.PodName = pod.Name
-	return nil
+	return pod.Name, nil
 }
 
 // finish deregisters an agent whose pod ended (or never started) and

@@ -852,35 +852,7 @@ func TestRefusedAgentCreatesAreReportedAndRetried(t *testing.T) {
 	ns := newNamespace(t)
 	srv := startServer(t)
 	srv.queueJobs(t, 1)
-	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: ns + "-no-agents"},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
-			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
-			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
-				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
-					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
-					Rule: admissionregistrationv1.Rule{APIGroups: []string{agentryv1.GroupVersion.Group},
-						APIVersions: []string{"*"}, Resources: []string{"agents"}},
-				},
-			}}},
-			Validations: []admissionregistrationv1.Validation{{Expression: "false", Message: "no agents here"}},
-		},
-	}
-	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: policy.Name},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
-			PolicyName:        policy.Name,
-			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
-			MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
-				MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}},
-		},
-	}
-	for _, obj := range []client.Object{policy, binding} {
-		if err := k8s.Create(ctx, obj); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = k8s.Delete(context.Background(), obj) })
-	}
+	binding := refuseCreates(t, ns, agentryv1.GroupVersion.Group, "agents", "false", "no agents here")
 	probe := func() error {
 		a := &agentryv1.Agent{ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: "probe-"}, Spec: agentryv1.AgentSpec{PoolName: "linux"}}
 		return k8s.Create(ctx, a, client.DryRunAll)
@@ -902,4 +874,103 @@ func TestRefusedAgentCreatesAreReportedAndRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitForStartedAgents(t, ns, 1)
+}
+
+// refuseCreates has the API server refuse, in namespace ns, the creates of
+// resource (of API group) for which the CEL expression is false. Deleting the
+// binding it returns lifts the refusal.
+func refuseCreates(t *testing.T, ns, group, resource, expression, message string) *admissionregistrationv1.ValidatingAdmissionPolicyBinding {
+	t.Helper()
+	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: ns + "-no-" + resource},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+					Rule:       admissionregistrationv1.Rule{APIGroups: []string{group}, APIVersions: []string{"*"}, Resources: []string{resource}},
+				},
+			}}},
+			Validations: []admissionregistrationv1.Validation{{Expression: expression, Message: message}},
+		},
+	}
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: policy.Name},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        policy.Name,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+			MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}},
+		},
+	}
+	for _, obj := range []client.Object{policy, binding} {
+		if err := k8s.Create(context.Background(), obj); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = k8s.Delete(context.Background(), obj) })
+	}
+	return binding
+}
+
+// The pod and its Secret are created together. When the Secret's write
+// fails, the pod waits for it (it cannot start without it), and a later
+// reconcile writes it: the one registration is given a new key, which the
+// Secret holds.
+func TestPodWaitsForASecretWrittenLater(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	srv := startServer(t)
+	newPool(t, ns, srv, nil)
+	binding := refuseCreates(t, ns, "", "secrets",
+		fmt.Sprintf("!has(object.metadata.labels) || !(%q in object.metadata.labels)", agentryv1.AgentLabel), "no agent secrets here")
+	waitFor(t, 10*time.Second, "the policy to refuse agent Secrets", func() error {
+		probe := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: "probe-",
+			Labels: map[string]string{agentryv1.AgentLabel: "probe"}}}
+		if k8s.Create(ctx, probe, client.DryRunAll) == nil {
+			return fmt.Errorf("an agent Secret is still accepted")
+		}
+		return nil
+	})
+
+	srv.queueJobs(t, 1)
+	var agent agentryv1.Agent
+	waitFor(t, 30*time.Second, "an agent pod without its Secret", func() error {
+		agents := listAgents(t, ns)
+		if len(agents) != 1 {
+			return fmt.Errorf("%d agents", len(agents))
+		}
+		agent = agents[0]
+		var pod corev1.Pod
+		return k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: agent.Name}, &pod)
+	})
+	holds(t, time.Second, "the Agent unregistered and without a Secret while Secrets are refused", func() error {
+		var a agentryv1.Agent
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(&agent), &a); err != nil {
+			return err
+		}
+		if a.Status.AgentID != 0 || meta.IsStatusConditionTrue(a.Status.Conditions, agentryv1.AgentRegisteredCondition) {
+			return fmt.Errorf("status shows agent %d registered", a.Status.AgentID)
+		}
+		var secret corev1.Secret
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: agent.Name}, &secret); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("reading the agent's Secret: %v", err)
+		}
+		return nil
+	})
+
+	if err := k8s.Delete(ctx, binding); err != nil {
+		t.Fatal(err)
+	}
+	a := waitForStartedAgents(t, ns, 1)[0]
+	if a.UID != agent.UID || a.Status.PodName != agent.Name {
+		t.Errorf("agent %s (pod %q) started, want %s with the pod it had", a.Name, a.Status.PodName, agent.Name)
+	}
+	registered := serverAgents(t, srv)
+	if len(registered) != 1 {
+		t.Fatalf("server has %d agents, want one: %v", len(registered), slices.Sorted(maps.Keys(registered)))
+	}
+	if int(a.Status.AgentID) != registered[a.Name].ID {
+		t.Errorf("status.agentId = %d, the server's registration is %d", a.Status.AgentID, registered[a.Name].ID)
+	}
+	checkSecret(t, srv, &a, registered[a.Name])
 }

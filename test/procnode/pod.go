@@ -165,8 +165,15 @@ func (r *podRun) prepare() bool {
 			return false
 		}
 		r.p.log.V(1).Info("Waiting for what the pod refers to", "pod", r.key, "reason", err.Error())
-		r.setWaiting("CreateContainerConfigError", err.Error())
-		r.notify()
+		// As the kubelet does: a volume that cannot be set up yet keeps the
+		// pod in ContainerCreating (the kubelet retries the mount); a
+		// container's environment that names a missing object is a
+		// CreateContainerConfigError.
+		var mount *mountError
+		if !errors.As(err, &mount) {
+			r.setWaiting("CreateContainerConfigError", err.Error())
+			r.notify()
+		}
 		select {
 		case <-r.ctx.Done():
 			return false
@@ -183,7 +190,7 @@ func (r *podRun) materialise() error {
 	for _, v := range pod.Spec.Volumes {
 		host, err := materialiseVolume(objs, pod, v, filepath.Join(r.dir, "volumes", v.Name))
 		if err != nil {
-			return fmt.Errorf("volume %q: %w", v.Name, err)
+			return &mountError{fmt.Errorf("volume %q: %w", v.Name, err)}
 		}
 		volumes[v.Name] = host
 	}
@@ -565,6 +572,12 @@ func phaseOf(inits, containers []corev1.ContainerState) corev1.PodPhase {
 		return corev1.PodPending
 	}
 }
+
+// mountError is a volume that cannot be set up yet.
+type mountError struct{ err error }
+
+func (e *mountError) Error() string { return e.err.Error() }
+func (e *mountError) Unwrap() error { return e.err }
 
 // permanentError marks what retrying cannot fix.
 type permanentError struct{ err error }
