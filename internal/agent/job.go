@@ -581,11 +581,14 @@ func (jr *jobRunner) execute(ctx context.Context, s pipelines.JobStep, out *step
 	out.line("========================== Starting Command Output ===========================")
 	out.line(strings.Join(argv, " "))
 	var wroteStderr atomic.Bool
-	code, err := process{
-		argv: argv, dir: dir, env: jr.env, grace: jr.cfg.CancelGrace, clock: jr.cfg.Clock,
-		stdout: out.line,
-		stderr: func(line string) { wroteStderr.Store(true); out.line(line) },
-	}.run(stepCtx)
+	proc := process{argv: argv, dir: dir, env: jr.env, grace: jr.cfg.CancelGrace, clock: jr.cfg.Clock, stdout: out.line}
+	failOnStderr := isTrue(input(s.Inputs, "failOnStderr"))
+	if failOnStderr {
+		// Only then must stderr be told apart, at the cost of its lines'
+		// order against stdout's; otherwise one pipe keeps them in order.
+		proc.stderr = func(line string) { wroteStderr.Store(true); out.line(line) }
+	}
+	code, err := proc.run(stepCtx)
 	switch {
 	case err != nil:
 		return pipelines.ResultFailed, fmt.Sprintf("Could not start %s: %v", task.name, err)
@@ -597,7 +600,7 @@ func (jr *jobRunner) execute(ctx context.Context, s pipelines.JobStep, out *step
 		return pipelines.ResultFailed, task.name + " was killed by a signal."
 	case code != 0:
 		return pipelines.ResultFailed, fmt.Sprintf("%s exited with code '%d'.", task.name, code)
-	case wroteStderr.Load() && isTrue(input(s.Inputs, "failOnStderr")):
+	case failOnStderr && wroteStderr.Load():
 		return pipelines.ResultFailed, task.name + " wrote one or more lines to the standard error stream."
 	}
 	return pipelines.ResultSucceeded, ""

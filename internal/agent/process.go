@@ -27,6 +27,10 @@ type process struct {
 	grace  time.Duration // between SIGTERM and SIGKILL when ctx ends
 	clock  Clock
 	stdout func(line string)
+	// stderr, when set, reads the standard error stream apart. Lines from
+	// the two streams may then reach the log out of the order they were
+	// written in; when it is nil, both streams share one pipe, which keeps
+	// them in order, as a terminal shows them.
 	stderr func(line string)
 }
 
@@ -40,14 +44,15 @@ func (p process) run(ctx context.Context) (exitCode int, err error) {
 	if err != nil {
 		return -1, err
 	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		outR.Close()
-		outW.Close()
-		return -1, err
-	}
 	defer outR.Close()
-	defer errR.Close()
+	errR, errW := outR, outW
+	if p.stderr != nil {
+		if errR, errW, err = os.Pipe(); err != nil {
+			outW.Close()
+			return -1, err
+		}
+		defer errR.Close()
+	}
 
 	cmd := exec.Command(p.argv[0], p.argv[1:]...)
 	cmd.Dir, cmd.Env = p.dir, p.env
@@ -55,13 +60,15 @@ func (p process) run(ctx context.Context) (exitCode int, err error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	err = cmd.Start()
 	outW.Close()
-	errW.Close()
+	errW.Close() // closing the shared pipe twice is harmless
 	if err != nil {
 		return -1, err
 	}
 	var readers sync.WaitGroup
 	readers.Go(func() { readLines(outR, p.stdout) })
-	readers.Go(func() { readLines(errR, p.stderr) })
+	if p.stderr != nil {
+		readers.Go(func() { readLines(errR, p.stderr) })
+	}
 
 	exited := make(chan struct{})
 	go func() {
@@ -83,7 +90,7 @@ func (p process) run(ctx context.Context) (exitCode int, err error) {
 	_ = syscall.Kill(group, syscall.SIGKILL)
 	deadline := time.Now().Add(drainTimeout)
 	_ = outR.SetReadDeadline(deadline)
-	_ = errR.SetReadDeadline(deadline)
+	_ = errR.SetReadDeadline(deadline) // the same pipe when the streams share one
 	readers.Wait()
 	return cmd.ProcessState.ExitCode(), nil
 }

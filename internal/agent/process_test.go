@@ -89,6 +89,32 @@ func TestProcessOutputAndExitCode(t *testing.T) {
 	}
 }
 
+// Without a separate stderr reader, a step's two streams reach the log in
+// the order the step wrote them, as a terminal shows them.
+func TestProcessStreamsKeepTheirOrderInOnePipe(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	p := bashProcess(t, `for i in $(seq 1 300); do echo out-$i; echo err-$i >&2; done`, realClock{}, newLines(), newLines())
+	p.stdout = func(line string) { mu.Lock(); got = append(got, line); mu.Unlock() }
+	p.stderr = nil
+	if code, err := p.run(context.Background()); err != nil || code != 0 {
+		t.Fatalf("run = %d, %v", code, err)
+	}
+	var want []string
+	for i := 1; i <= 300; i++ {
+		want = append(want, fmt.Sprintf("out-%d", i), fmt.Sprintf("err-%d", i))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(got, want) {
+		i := 0
+		for i < min(len(got), len(want)) && got[i] == want[i] {
+			i++
+		}
+		t.Errorf("%d lines, first difference at line %d: got %q, want %q", len(got), i+1, got[i:min(i+2, len(got))], want[i:min(i+2, len(want))])
+	}
+}
+
 func TestProcessLongLineIsSplit(t *testing.T) {
 	out := newLines()
 	code, err := bashProcess(t, `head -c 150000 /dev/zero | tr '\0' x; echo`, realClock{}, out, newLines()).run(context.Background())
