@@ -84,6 +84,9 @@ type AgentReconciler struct {
 	// call and half a dozen API requests for nothing.
 	removed   sync.Map // types.UID → time.Time
 	lastPrune atomic.Int64
+	// secrets holds, per Agent UID, the UID of the Secret this manager wrote
+	// for it, so removing it needs no read first.
+	secrets sync.Map // types.UID → types.UID
 }
 
 // removedMemory is how long a removed Agent's UID is remembered.
@@ -384,10 +387,26 @@ func (r *AgentReconciler) observePod(ctx context.Context, agent, before *agentry
 			setFinished(agent, agentryv1.AgentSucceeded)
 			return r.finish(ctx, agent, before)
 		}
-		if err := r.recordJob(ctx, agent, pod, job); err != nil {
-			return ctrl.Result{}, err
+		// A busy agent: its status names the job, and its pod is marked busy
+		// (so the pool's PodDisruptionBudget covers it). The two writes do
+		// not wait for each other.
+		agent.Status.JobRequestID = job.RequestID
+		result, err := r.followPod(ctx, agent, before, pod)
+		if err != nil || agent.Status.Phase.Finished() {
+			return result, err
 		}
+		owner := agent.DeepCopy() // the status write below rewrites agent
+		marked := make(chan error, 1)
+		go func() { marked <- markPodBusy(ctx, r.Client, owner, pod) }()
+		err = r.patchStatus(ctx, agent, before)
+		return result, errors.Join(<-marked, err)
 	}
+	return r.followPod(ctx, agent, before, pod)
+}
+
+// followPod records the pod's phase: it finishes the agent once the pod
+// ended, and fails it when the pod cannot start.
+func (r *AgentReconciler) followPod(ctx context.Context, agent, before *agentryv1.Agent, pod *corev1.Pod) (ctrl.Result, error) {
 	switch pod.Status.Phase {
 	case corev1.PodSucceeded:
 		setFinished(agent, agentryv1.AgentSucceeded)
@@ -463,20 +482,6 @@ func (r *AgentReconciler) registerAgain(ctx context.Context, agent *agentryv1.Ag
 // poolKey names the agent's pool.
 func poolKey(agent *agentryv1.Agent) types.NamespacedName {
 	return types.NamespacedName{Namespace: agent.Namespace, Name: agent.Spec.PoolName}
-}
-
-// recordJob notes the job a busy agent holds: its pod is marked busy (so
-// the pool's PodDisruptionBudget covers it) and its status names the job,
-// which the status write that ends the reconcile records.
-func (r *AgentReconciler) recordJob(ctx context.Context, agent *agentryv1.Agent, pod *corev1.Pod, job agentJob) error {
-	if err := markPodBusy(ctx, r.Client, agent, pod); err != nil {
-		return err
-	}
-	if agent.Status.JobRequestID == job.RequestID {
-		return nil
-	}
-	agent.Status.JobRequestID = job.RequestID
-	return nil
 }
 
 // markPodBusy labels a busy agent's pod so the pool's PodDisruptionBudget
@@ -774,6 +779,9 @@ func (r *AgentReconciler) writeSecret(ctx context.Context, agent *agentryv1.Agen
 		return err
 	}
 	err = r.Create(ctx, secret)
+	if err == nil {
+		r.secrets.Store(agent.UID, secret.UID)
+	}
 	if !apierrors.IsAlreadyExists(err) {
 		return wrapErr("creating secret", err)
 	}
@@ -786,7 +794,11 @@ func (r *AgentReconciler) writeSecret(ctx context.Context, agent *agentryv1.Agen
 	}
 	patch := client.MergeFrom(existing.DeepCopy())
 	existing.Data = data
-	return wrapErr("updating secret", r.Patch(ctx, &existing, patch))
+	if err := r.Patch(ctx, &existing, patch); err != nil {
+		return fmt.Errorf("updating secret: %w", err)
+	}
+	r.secrets.Store(agent.UID, existing.UID)
+	return nil
 }
 
 // createPod creates the agent's pod (one that exists already is taken as
@@ -853,13 +865,19 @@ func (r *AgentReconciler) finish(ctx context.Context, agent, before *agentryv1.A
 // removeAgent deletes a deregistered Agent and removes its finalizer, which
 // has done its work; removing it here saves a reconcile of the deletion.
 func (r *AgentReconciler) removeAgent(ctx context.Context, agent *agentryv1.Agent) error {
-	if err := r.Delete(ctx, agent); err != nil {
-		return client.IgnoreNotFound(err)
-	}
+	// The deletion and the finalizer's removal do not wait for each other:
+	// in either order the Agent is gone once both are done. Should one
+	// fail, the Agent is either being deleted with its finalizer (its
+	// deletion reconcile lets it go) or still there (this reconcile comes
+	// back).
 	patch := client.MergeFrom(agent.DeepCopy())
-	controllerutil.RemoveFinalizer(agent, agentryv1.DeregisterFinalizer)
-	if err := r.Patch(ctx, agent, patch); err != nil {
-		return client.IgnoreNotFound(err)
+	unfinalized := agent.DeepCopy()
+	controllerutil.RemoveFinalizer(unfinalized, agentryv1.DeregisterFinalizer)
+	patched := make(chan error, 1)
+	go func() { patched <- client.IgnoreNotFound(r.Patch(ctx, unfinalized, patch)) }()
+	err := client.IgnoreNotFound(r.Delete(ctx, agent))
+	if err = errors.Join(err, <-patched); err != nil {
+		return err
 	}
 	r.rememberRemoved(agent.UID)
 	return nil
@@ -998,7 +1016,18 @@ func (r *AgentReconciler) deregister(ctx context.Context, agent *agentryv1.Agent
 func (r *AgentReconciler) deleteDependents(ctx context.Context, agent *agentryv1.Agent) error {
 	key := metav1.ObjectMeta{Name: agent.Name, Namespace: agent.Namespace}
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return r.deleteOwned(gctx, agent, &corev1.Secret{ObjectMeta: key}, r.APIReader) })
+	g.Go(func() error {
+		if uid, ok := r.secrets.Load(agent.UID); ok {
+			// The Secret this manager wrote: that very object goes, unread.
+			err := r.Delete(gctx, &corev1.Secret{ObjectMeta: key}, client.Preconditions{UID: ptr.To(uid.(types.UID))})
+			if err == nil || apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+				r.secrets.Delete(agent.UID)
+				return nil
+			}
+			return wrapErr("deleting Secret "+key.Name, err)
+		}
+		return r.deleteOwned(gctx, agent, &corev1.Secret{ObjectMeta: key}, r.APIReader)
+	})
 	g.Go(func() error {
 		// Agent pods are cached; a pod the cache does not show is looked
 		// for on the API server.

@@ -51,6 +51,9 @@ type Options struct {
 	NodePATH string
 	// NodeEnv is added to every pod process's environment ("KEY=VALUE").
 	NodeEnv []string
+	// NodeIdleCPU runs the pods' processes on CPU nothing else wants; see
+	// procnode.Config.IdleCPU.
+	NodeIdleCPU bool
 	// NodeName names the node; default "procnode".
 	NodeName string
 	// LogDir receives one log file per component (kube-apiserver.log,
@@ -270,6 +273,7 @@ func (c *Cluster) startNode(ctx context.Context, opts Options) error {
 		Env:      opts.NodeEnv,
 		WorkRoot: filepath.Join(c.dir, "pods"),
 		Log:      logr.Logger(logger),
+		IdleCPU:  opts.NodeIdleCPU,
 	})
 	if err != nil {
 		return err

@@ -24,6 +24,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -66,6 +67,11 @@ type Config struct {
 	MaxGracePeriod time.Duration
 	// Log receives the node's log lines; verbosity 1 and 2 are chatty.
 	Log logr.Logger
+	// IdleCPU runs the pods' processes under the SCHED_IDLE policy (through
+	// chrt, which must be on this process's PATH), so they get only the CPU
+	// nothing else on the machine wants. On one machine this stands in for
+	// worker nodes apart from the control plane.
+	IdleCPU bool
 }
 
 // Node is a process-backed node. Create it with New, then call Run.
@@ -76,6 +82,7 @@ type Node struct {
 	mu       sync.Mutex
 	prov     *provider // while Run runs
 	workRoot string
+	chrt     string // with IdleCPU
 }
 
 // New checks the configuration and fills in defaults.
@@ -103,7 +110,15 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Log.GetSink() == nil {
 		cfg.Log = logr.Discard()
 	}
-	return &Node{cfg: cfg, ready: make(chan struct{})}, nil
+	n := &Node{cfg: cfg, ready: make(chan struct{})}
+	if cfg.IdleCPU {
+		chrt, err := exec.LookPath("chrt")
+		if err != nil {
+			return nil, fmt.Errorf("procnode: IdleCPU runs pods through chrt (util-linux): %w", err)
+		}
+		n.chrt = chrt
+	}
+	return n, nil
 }
 
 // Run registers the node, serves its pods until ctx is done, then kills every
@@ -185,7 +200,7 @@ func (n *Node) Run(ctx context.Context) (retErr error) {
 	defer cancel()
 	p := &provider{
 		ctx: runCtx, client: cfg.Client, log: logger, nodeName: cfg.NodeName,
-		path: cfg.PATH, extraEnv: cfg.Env, workRoot: workRoot, maxGrace: cfg.MaxGracePeriod,
+		path: cfg.PATH, extraEnv: cfg.Env, workRoot: workRoot, maxGrace: cfg.MaxGracePeriod, chrt: n.chrt,
 		startTime: metav1.Now(), pods: map[string]*podRun{},
 	}
 	var providerCfg nodeutil.ProviderConfig

@@ -303,8 +303,14 @@ func (r *podRun) start(c *containerRun) bool {
 	if err != nil {
 		return fail(err)
 	}
+	path, argv := l.path, l.argv
+	if r.p.chrt != "" {
+		// chrt sets the policy and execs the process, which keeps its pid;
+		// every thread and child it makes inherits the policy.
+		path, argv = r.p.chrt, append([]string{r.p.chrt, "--idle", "0", l.path}, l.argv[1:]...)
+	}
 	cmd := &exec.Cmd{
-		Path: l.path, Args: l.argv, Env: l.env, Dir: l.dir,
+		Path: path, Args: argv, Env: l.env, Dir: l.dir,
 		Stdout: pw, Stderr: pw, // one pipe keeps stdout and stderr in order, as `kubectl logs` shows them
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
 	}

@@ -33,6 +33,7 @@ type provider struct {
 	extraEnv  []string
 	workRoot  string
 	maxGrace  time.Duration
+	chrt      string // when set, processes start through `chrt --idle 0`
 	startTime metav1.Time
 
 	lister corev1listers.PodLister // this node's pods as the API server has them

@@ -56,6 +56,9 @@ type Options struct {
 	Progress io.Writer
 	// ManagerArgs are extra agentry-manager flags.
 	ManagerArgs []string
+	// IdleCPUPods runs the agent pods' processes on CPU nothing else wants;
+	// see procnode.Config.IdleCPU.
+	IdleCPUPods bool
 }
 
 // Stack is a running agentry installation.
@@ -133,6 +136,8 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		CRDDirs:   []string{filepath.Join(opts.RepoRoot, "config", "crd", "bases")},
 		NodePATH:  s.BinDir + string(os.PathListSeparator) + os.Getenv("PATH"),
 		LogDir:    filepath.Join(opts.WorkDir, "logs"),
+
+		NodeIdleCPU: opts.IdleCPUPods,
 	})
 	if err != nil {
 		return s, fmt.Errorf("starting the cluster: %w", err)
