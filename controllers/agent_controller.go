@@ -842,41 +842,35 @@ func (r *AgentReconciler) finish(ctx context.Context, agent, before *agentryv1.A
 			return ctrl.Result{RequeueAfter: left}, nil
 		}
 	}
-	// The agent is deregistered and goes now, with its Secret and pod at the
-	// same time: its final status would be written only to be deleted (a
-	// failure before this point records it). Should deleting the Secret or
-	// pod fail, the error brings this reconcile back, and their owner
-	// references have the garbage collector remove them with the Agent.
+	// The agent is deregistered and goes now, with its Secret and pod: its
+	// final status would be written only to be deleted (a failure before
+	// this point records it). The Agent's deletion and its dependents' are
+	// sent together; its finalizer goes once they are done, so the Agent,
+	// which the pool counts against maxAgents, outlives the request that
+	// stops its pod. Should deleting the Secret or pod fail, the error
+	// brings this reconcile back, and their owner references have the
+	// garbage collector remove them with the Agent.
 	ctrl.LoggerFrom(ctx).Info("Deleting the finished agent", "phase", agent.Status.Phase)
 	owner := agent.DeepCopy()
 	dependents := make(chan error, 1)
 	go func() { dependents <- r.deleteDependents(ctx, owner) }()
-	err := r.removeAgent(ctx, agent)
-	if derr := <-dependents; derr != nil {
-		return ctrl.Result{}, derr
+	err := client.IgnoreNotFound(r.Delete(ctx, agent))
+	if err = errors.Join(<-dependents, err); err != nil {
+		return ctrl.Result{}, err
 	}
-	if err != nil {
+	if err := r.removeFinalizer(ctx, agent); err != nil {
 		return ctrl.Result{}, err
 	}
 	agent.Status.DeepCopyInto(&before.Status) // gone: no status to write
 	return ctrl.Result{}, nil
 }
 
-// removeAgent deletes a deregistered Agent and removes its finalizer, which
-// has done its work; removing it here saves a reconcile of the deletion.
-func (r *AgentReconciler) removeAgent(ctx context.Context, agent *agentryv1.Agent) error {
-	// The deletion and the finalizer's removal do not wait for each other:
-	// in either order the Agent is gone once both are done. Should one
-	// fail, the Agent is either being deleted with its finalizer (its
-	// deletion reconcile lets it go) or still there (this reconcile comes
-	// back).
+// removeFinalizer lets a deregistered Agent go: its finalizer has done its
+// work. finish removes it itself, which saves a reconcile of the deletion.
+func (r *AgentReconciler) removeFinalizer(ctx context.Context, agent *agentryv1.Agent) error {
 	patch := client.MergeFrom(agent.DeepCopy())
-	unfinalized := agent.DeepCopy()
-	controllerutil.RemoveFinalizer(unfinalized, agentryv1.DeregisterFinalizer)
-	patched := make(chan error, 1)
-	go func() { patched <- client.IgnoreNotFound(r.Patch(ctx, unfinalized, patch)) }()
-	err := client.IgnoreNotFound(r.Delete(ctx, agent))
-	if err = errors.Join(err, <-patched); err != nil {
+	controllerutil.RemoveFinalizer(agent, agentryv1.DeregisterFinalizer)
+	if err := r.Patch(ctx, agent, patch); client.IgnoreNotFound(err) != nil {
 		return err
 	}
 	r.rememberRemoved(agent.UID)
@@ -921,13 +915,7 @@ func (r *AgentReconciler) reconcileDelete(ctx context.Context, agent *agentryv1.
 	if err := r.deleteDependents(ctx, agent); err != nil {
 		return ctrl.Result{}, err
 	}
-	patch := client.MergeFrom(agent.DeepCopy())
-	controllerutil.RemoveFinalizer(agent, agentryv1.DeregisterFinalizer)
-	if err := r.Patch(ctx, agent, patch); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
-	}
-	r.rememberRemoved(agent.UID)
-	return ctrl.Result{}, nil
+	return ctrl.Result{}, r.removeFinalizer(ctx, agent)
 }
 
 // deregister removes the agent's server registration, if it may have one.

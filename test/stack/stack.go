@@ -362,8 +362,12 @@ func (s *Stack) Logs(name string, lines int) string {
 	return strings.Join(all, "\n")
 }
 
-// Stop ends every process the stack started and the cluster.
+// Stop ends every process the stack started and the cluster. A nil Stack
+// (Start failed before it started anything) has nothing to stop.
 func (s *Stack) Stop() {
+	if s == nil {
+		return
+	}
 	s.mu.Lock()
 	procs := s.procs
 	s.procs = nil
