@@ -844,23 +844,26 @@ func (r *AgentReconciler) finish(ctx context.Context, agent, before *agentryv1.A
 	}
 	// The agent is deregistered and goes now, with its Secret and pod: its
 	// final status would be written only to be deleted (a failure before
-	// this point records it). The Agent's deletion and its dependents' are
-	// sent together; its finalizer goes once they are done, so the Agent,
-	// which the pool counts against maxAgents, outlives the request that
-	// stops its pod. Should deleting the Secret or pod fail, the error
-	// brings this reconcile back, and their owner references have the
-	// garbage collector remove them with the Agent.
+	// this point records it). The four writes (the Secret's and the pod's
+	// deletion, the Agent's, and its finalizer's removal) do not wait for
+	// each other: in any order the Agent is gone once the last two are done.
+	// Its pod may outlive it for a moment; the pool counts such a pod
+	// against maxAgents until it is gone. Should a write fail, the error
+	// brings this reconcile back (an Agent being deleted with its finalizer
+	// comes back through its deletion), and owner references have the
+	// garbage collector remove the Secret and pod with the Agent.
 	ctrl.LoggerFrom(ctx).Info("Deleting the finished agent", "phase", agent.Status.Phase)
 	owner := agent.DeepCopy()
 	dependents := make(chan error, 1)
 	go func() { dependents <- r.deleteDependents(ctx, owner) }()
+	unfinalized := agent.DeepCopy()
+	finalized := make(chan error, 1)
+	go func() { finalized <- r.removeFinalizer(ctx, unfinalized) }()
 	err := client.IgnoreNotFound(r.Delete(ctx, agent))
-	if err = errors.Join(<-dependents, err); err != nil {
+	if err = errors.Join(<-dependents, <-finalized, err); err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.removeFinalizer(ctx, agent); err != nil {
-		return ctrl.Result{}, err
-	}
+	r.rememberRemoved(agent.UID)
 	agent.Status.DeepCopyInto(&before.Status) // gone: no status to write
 	return ctrl.Result{}, nil
 }
@@ -870,11 +873,7 @@ func (r *AgentReconciler) finish(ctx context.Context, agent, before *agentryv1.A
 func (r *AgentReconciler) removeFinalizer(ctx context.Context, agent *agentryv1.Agent) error {
 	patch := client.MergeFrom(agent.DeepCopy())
 	controllerutil.RemoveFinalizer(agent, agentryv1.DeregisterFinalizer)
-	if err := r.Patch(ctx, agent, patch); client.IgnoreNotFound(err) != nil {
-		return err
-	}
-	r.rememberRemoved(agent.UID)
-	return nil
+	return client.IgnoreNotFound(r.Patch(ctx, agent, patch))
 }
 
 // rememberRemoved notes that the Agent with uid is gone, and forgets the
@@ -915,7 +914,11 @@ func (r *AgentReconciler) reconcileDelete(ctx context.Context, agent *agentryv1.
 	if err := r.deleteDependents(ctx, agent); err != nil {
 		return ctrl.Result{}, err
 	}
-	return ctrl.Result{}, r.removeFinalizer(ctx, agent)
+	if err := r.removeFinalizer(ctx, agent); err != nil {
+		return ctrl.Result{}, err
+	}
+	r.rememberRemoved(agent.UID)
+	return ctrl.Result{}, nil
 }
 
 // deregister removes the agent's server registration, if it may have one.

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -392,11 +393,11 @@ func (r *AgentPoolReconciler) reconcileAgents(ctx context.Context, pool *agentry
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	ended, err := r.endedPods(ctx, pool)
+	pods, err := r.agentPods(ctx, pool)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	states := agentStates(agents, ended)
+	states := agentStates(agents, pods)
 	caps := poolCapabilities(pool)
 	tally := scaling.Count(requests, states, caps.Satisfy)
 	if err := r.collectOrphans(ctx, pool, server, poolID, now); err != nil {
@@ -571,18 +572,16 @@ func userCapabilities(pool *agentryv1.AgentPool) map[string]string {
 
 func poolMarker(pool *agentryv1.AgentPool) string { return pool.Namespace + "/" + pool.Name }
 
-// endedPods returns the names of the pool's agent pods that have ended,
-// from the cache: the pod says so before its Agent does.
-func (r *AgentPoolReconciler) endedPods(ctx context.Context, pool *agentryv1.AgentPool) (map[string]bool, error) {
+// agentPods returns the pool's agent pods from the cache, by name: whether
+// each has ended (the pod says so before its Agent does).
+func (r *AgentPoolReconciler) agentPods(ctx context.Context, pool *agentryv1.AgentPool) (map[string]bool, error) {
 	var pods corev1.PodList
 	if err := r.List(ctx, &pods, client.InNamespace(pool.Namespace), client.MatchingLabels{agentryv1.PoolLabel: pool.Name}); err != nil {
 		return nil, fmt.Errorf("listing agent pods: %w", err)
 	}
-	ended := map[string]bool{}
+	ended := make(map[string]bool, len(pods.Items))
 	for _, p := range pods.Items {
-		if podEnded(&p) {
-			ended[p.Name] = true
-		}
+		ended[p.Name] = podEnded(&p)
 	}
 	return ended, nil
 }
@@ -592,24 +591,33 @@ func podEnded(p *corev1.Pod) bool {
 }
 
 // agentStates describes the pool's Agents for the scaling math. An Agent
-// whose pod ended (endedPods names the pods) still takes room until it is
+// whose pod ended (pods says which have) still takes room until it is
 // gone: it may still be registered, and maxAgents caps Agent objects, not
-// just pods. Only an Agent kept after it failed to start (deregistered,
-// without pod) counts for nothing.
-func agentStates(agents []agentryv1.Agent, endedPods map[string]bool) []scaling.AgentState {
-	states := make([]scaling.AgentState, len(agents))
+// just pods. So does a pod that outlives its Agent (a finished agent's
+// Agent goes as its pod is told to stop): maxAgents caps pods too. Only an
+// Agent kept after it failed to start (deregistered, without pod) counts
+// for nothing.
+func agentStates(agents []agentryv1.Agent, pods map[string]bool) []scaling.AgentState {
+	states := make([]scaling.AgentState, len(agents), len(agents)+len(pods))
+	named := make(map[string]bool, len(agents))
 	for i, a := range agents {
+		named[a.Name] = true
 		states[i] = scaling.AgentState{
 			Name:     a.Name,
 			AgentID:  int(a.Status.AgentID),
 			Running:  a.Status.Phase == agentryv1.AgentRunning,
 			Finished: retainedStartFailure(&a),
 			Deleting: !a.DeletionTimestamp.IsZero() || a.Status.Phase.Finished() ||
-				(a.Status.PodName != "" && endedPods[a.Status.PodName]),
+				(a.Status.PodName != "" && pods[a.Status.PodName]),
 			HeldJob: a.Status.JobRequestID,
 		}
 		if a.Status.StartTime != nil {
 			states[i].RunningSince = a.Status.StartTime.Time
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(pods)) {
+		if !named[name] {
+			states = append(states, scaling.AgentState{Name: name, Deleting: true})
 		}
 	}
 	return states
