@@ -275,9 +275,12 @@ func (r *AgentReconciler) reconcileNormal(ctx context.Context, agent, before *ag
 // retries the mount until it does), and the Secret holds the registration
 // for the next reconcile should this one stop before its status write.
 //
-// Only a Secret that did not exist is written alongside the pod; one that
-// replaces an earlier registration's is written first, so the pod never
-// mounts a key the server no longer accepts.
+// The Secret of a registration that replaced an earlier one's key is
+// written first, so the pod never mounts the earlier key, which the server
+// no longer accepts. A new registration's Secret normally does not exist
+// yet; should one be left from an earlier registration of this name that
+// has since vanished from the server, a pod that mounted it before it was
+// rewritten fails to authenticate and fails, and the pool starts another.
 func (r *AgentReconciler) start(ctx context.Context, agent *agentryv1.Agent, pool *agentryv1.AgentPool, reg registration) error {
 	if reg.files != nil && reg.replaced {
 		if err := r.writeSecret(ctx, agent, *reg.files); err != nil {
@@ -537,10 +540,6 @@ func (r *AgentReconciler) hasCredentials(ctx context.Context, agent *agentryv1.A
 	return err == nil, err
 }
 
-// register registers the agent with a fresh key and writes its Secret, or
-// takes up the registration and Secret an earlier reconcile of this Agent
-// made and did not get to record. The status fields are set for the caller
-// to write.
 // registration is what register made: the agent files its Secret is to
 // hold (nil when an earlier reconcile's registration, already in the Secret,
 // was taken up), and whether it replaced an earlier registration's key.
@@ -549,8 +548,10 @@ type registration struct {
 	replaced bool
 }
 
-// register registers the agent with the server; the caller writes the
-// Secret.
+// register registers the agent with a fresh key, and returns the files
+// its Secret is to hold for the caller to write; or it takes up the
+// registration and Secret an earlier reconcile of this Agent made and did
+// not get to record. The status fields it sets are for the caller to write.
 func (r *AgentReconciler) register(ctx context.Context, agent *agentryv1.Agent, pool *agentryv1.AgentPool) (registration, ctrl.Result, error) {
 	log := ctrl.LoggerFrom(ctx)
 	server, err := r.Credentials.server(ctx, r.Connect, pool)
