@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"go.uber.org/zap/zapcore"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -42,7 +43,9 @@ func main() {
 	flag.Float64Var(&cfg.kubeQPS, "kube-api-qps", 100, "Queries per second the manager may send to the Kubernetes API server.")
 	flag.IntVar(&cfg.kubeBurst, "kube-api-burst", 200, "Burst of queries the manager may send to the Kubernetes API server above --kube-api-qps.")
 	flag.IntVar(&cfg.keyPoolSize, "key-pool-size", controllers.DefaultKeyPoolSize, "RSA agent keys made ahead of a burst of registrations; 0 or less makes each key on demand.")
-	zapOpts := zap.Options{}
+	// Log times to the nanosecond (controller-runtime's default is whole
+	// seconds): a burst's events are milliseconds apart.
+	zapOpts := zap.Options{TimeEncoder: zapcore.RFC3339NanoTimeEncoder}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))

@@ -121,6 +121,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	cancel()
 	e.checkAdminTokenNowhere(t)
+	checkLogTimes(t, s)
 	fmt.Printf("e2e summary: %d/%d scenarios passed on the real cluster in %.1fs\n", passed, len(steps), time.Since(start).Seconds())
 }
 
@@ -252,6 +253,34 @@ func (e *env) nothingLeft(ctx context.Context, timeout time.Duration) error {
 			strings.Fields(string(agents)), len(pods.Items), leftSecrets, len(registered))
 		return len(strings.TrimSpace(string(agents))) == 0 && len(pods.Items) == 0 && len(leftSecrets) == 0 && len(registered) == 0, left
 	})
+}
+
+// checkLogTimes checks the manager's log lines carry times to less than a
+// second (controller-runtime's default is whole seconds): on-call matches
+// them against events milliseconds apart.
+func checkLogTimes(t *testing.T, s *stack.Stack) {
+	lines := strings.Split(s.Logs("agentry-manager", 50), "\n")
+	fine := 0
+	for _, line := range lines {
+		var entry struct {
+			TS string `json:"ts"`
+		}
+		if json.Unmarshal([]byte(line), &entry) != nil {
+			continue
+		}
+		if _, err := time.Parse(time.RFC3339Nano, entry.TS); err != nil {
+			t.Errorf("manager log time %q is not RFC 3339: %v", entry.TS, err)
+			return
+		}
+		if strings.Contains(entry.TS, ".") {
+			fine++
+		}
+	}
+	// A time whose fraction is exactly zero prints without one: most
+	// lines, not all, must show it.
+	if fine < len(lines)/2 {
+		t.Errorf("%d of the manager's last %d log lines show a time finer than a second, e.g. %q", fine, len(lines), lines[0])
+	}
 }
 
 // checkAdminTokenNowhere checks the admin token was in no pod spec or env,
