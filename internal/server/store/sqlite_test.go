@@ -20,23 +20,9 @@ import (
 	"github.com/agentry-dev/agentry/internal/server/store/storetest"
 )
 
-func newSQLite(t *testing.T, path string) *store.SQLite {
-	t.Helper()
-	s, err := store.NewSQLite(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("closing the store: %v", err)
-		}
-	})
-	return s
-}
-
 func TestSQLite(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store {
-		return newSQLite(t, filepath.Join(t.TempDir(), "agentry.db"))
+		return store.OpenSQLite(t, filepath.Join(t.TempDir(), "agentry.db"))
 	})
 }
 
@@ -133,7 +119,7 @@ func TestSQLiteReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s2 := newSQLite(t, path)
+	s2 := store.OpenSQLite(t, path)
 	after := readState(t, s2, p.ID, a.ID, b.ID, j.RequestID)
 	if diff := cmp.Diff(before, after); diff != "" {
 		t.Errorf("state after reopening (-before +after):\n%s", diff)
@@ -195,14 +181,14 @@ func TestSQLiteSchema(t *testing.T) {
 func TestSQLiteBackup(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	s := newSQLite(t, filepath.Join(dir, "agentry.db"))
+	s := store.OpenSQLite(t, filepath.Join(dir, "agentry.db"))
 	p := must[store.Pool](t)(s.CreatePool(ctx, "default", t0))
 	must[store.Job](t)(s.CreateJob(ctx, store.Job{PoolID: p.ID, PoolName: "default", JobID: "j", QueueTime: t0}))
 	backup := filepath.Join(dir, "backup.db")
 	if err := s.Backup(ctx, backup); err != nil {
 		t.Fatal(err)
 	}
-	b := newSQLite(t, backup)
+	b := store.OpenSQLite(t, backup)
 	jobs := must[[]store.Job](t)(b.ListJobs(ctx, store.JobFilter{}))
 	if len(jobs) != 1 || jobs[0].JobID != "j" {
 		t.Errorf("backup holds jobs %+v, want the one job", jobs)
@@ -238,7 +224,7 @@ func TestSQLiteMigrationFillsDemands(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s := newSQLite(t, path)
+	s := store.OpenSQLite(t, path)
 	jobs := must[[]store.Job](t)(s.ListJobs(context.Background(), store.JobFilter{PoolID: 1, Queued: true, Brief: true}))
 	var got [][]string
 	for _, j := range jobs {
