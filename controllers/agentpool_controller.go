@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -615,7 +614,7 @@ func agentStates(agents []agentryv1.Agent, pods map[string]bool) []scaling.Agent
 			states[i].RunningSince = a.Status.StartTime.Time
 		}
 	}
-	for _, name := range slices.Sorted(maps.Keys(pods)) {
+	for name := range pods {
 		if !named[name] {
 			states = append(states, scaling.AgentState{Name: name, Deleting: true})
 		}
