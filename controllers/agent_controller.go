@@ -87,6 +87,17 @@ type AgentReconciler struct {
 	// secrets holds, per Agent UID, the UID of the Secret this manager wrote
 	// for it, so removing it needs no read first.
 	secrets sync.Map // types.UID → types.UID
+	// written holds, per Agent UID, the Agent as this reconciler's last
+	// status write left it, until the cache shows that write; see fresher.
+	written sync.Map // types.UID → writtenAgent
+}
+
+// writtenAgent is an Agent as a status write returned it, and the version
+// the cache showed before this reconciler's run of writes began.
+type writtenAgent struct {
+	agent *agentryv1.Agent
+	from  string // resourceVersion
+	at    time.Time
 }
 
 // removedMemory is how long a removed Agent's UID is remembered.
@@ -178,6 +189,7 @@ func (r *AgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	if r.wasRemoved(agent.UID) {
 		return ctrl.Result{}, nil
 	}
+	agent = r.fresher(agent)
 	if !agent.DeletionTimestamp.IsZero() {
 		return r.reconcileDelete(ctx, agent)
 	}
@@ -882,12 +894,21 @@ func (r *AgentReconciler) removeFinalizer(ctx context.Context, agent *agentryv1.
 func (r *AgentReconciler) rememberRemoved(uid types.UID) {
 	now := r.now()
 	r.removed.Store(uid, now)
+	r.written.Delete(uid)
 	if last := r.lastPrune.Load(); now.UnixNano()-last < int64(removedMemory/2) || !r.lastPrune.CompareAndSwap(last, now.UnixNano()) {
 		return
 	}
 	r.removed.Range(func(k, v any) bool {
 		if now.Sub(v.(time.Time)) > removedMemory {
 			r.removed.Delete(k)
+		}
+		return true
+	})
+	// A written copy the cache caught up with is forgotten by the next
+	// reconcile; one whose Agent was not reconciled again goes here.
+	r.written.Range(func(k, v any) bool {
+		if now.Sub(v.(writtenAgent).at) > removedMemory {
+			r.written.Delete(k)
 		}
 		return true
 	})
@@ -1064,11 +1085,48 @@ func (r *AgentReconciler) patchStatus(ctx context.Context, agent, before *agentr
 	if equality.Semantic.DeepEqual(before.Status, agent.Status) {
 		return nil
 	}
-	if err := r.Status().Patch(ctx, agent, client.MergeFrom(before)); client.IgnoreNotFound(err) != nil {
+	base := agent.ResourceVersion
+	err := r.Status().Patch(ctx, agent, client.MergeFrom(before))
+	if client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("writing status: %w", err)
 	}
 	agent.Status.DeepCopyInto(&before.Status)
+	if err == nil && agent.ResourceVersion != base {
+		r.rememberWritten(agent, base)
+	}
 	return nil
+}
+
+// rememberWritten keeps the Agent a status write returned, which was made
+// on top of version base, for fresher.
+func (r *AgentReconciler) rememberWritten(agent *agentryv1.Agent, base string) {
+	from := base
+	if v, ok := r.written.Load(agent.UID); ok && v.(writtenAgent).agent.ResourceVersion == base {
+		// A further write on top of this reconciler's last one: the cache
+		// may still show the version before the first.
+		from = v.(writtenAgent).from
+	}
+	r.written.Store(agent.UID, writtenAgent{agent: agent.DeepCopy(), from: from, at: r.now()})
+}
+
+// fresher returns the Agent this reconciler last wrote in place of the
+// cache's copy when the cache still shows the version that write replaced:
+// status writes bring no reconcile, but a pod's progress does, often before
+// the cache has the write, and a reconcile of the older version would read
+// the Secret to learn the registration it already recorded and write the
+// same status again. Once the cache shows any other version it is used, and
+// the written copy forgotten.
+func (r *AgentReconciler) fresher(cached *agentryv1.Agent) *agentryv1.Agent {
+	v, ok := r.written.Load(cached.UID)
+	if !ok {
+		return cached
+	}
+	w := v.(writtenAgent)
+	if cached.ResourceVersion == w.from {
+		return w.agent.DeepCopy()
+	}
+	r.written.CompareAndDelete(cached.UID, v)
+	return cached
 }
 
 func setFinished(agent *agentryv1.Agent, phase agentryv1.AgentPhase) {

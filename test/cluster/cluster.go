@@ -62,6 +62,9 @@ type Options struct {
 	LogDir string
 	// Scheme is Client's scheme; default client-go's (core kinds only).
 	Scheme *runtime.Scheme
+	// APIServerFlags are set on kube-apiserver's command line, name (without
+	// "--") to value, over envtest's own; for example an audit log.
+	APIServerFlags map[string]string
 }
 
 // Cluster is a running cluster. Stop it when done.
@@ -209,12 +212,16 @@ func (c *Cluster) startControlPlane(opts Options) error {
 	if err != nil {
 		return err
 	}
+	apiServerProc := &envtest.APIServer{Out: apiLog, Err: apiLog}
+	for name, value := range opts.APIServerFlags {
+		apiServerProc.Configure().Set(name, value)
+	}
 	c.env = &envtest.Environment{
 		BinaryAssetsDirectory: opts.AssetsDir,
 		CRDDirectoryPaths:     opts.CRDDirs,
 		ErrorIfCRDPathMissing: true,
 		ControlPlane: envtest.ControlPlane{
-			APIServer: &envtest.APIServer{Out: apiLog, Err: apiLog},
+			APIServer: apiServerProc,
 			Etcd:      &envtest.Etcd{Out: etcdLog, Err: etcdLog},
 		},
 	}

@@ -59,6 +59,9 @@ type Options struct {
 	// IdleCPUPods runs the agent pods' processes on CPU nothing else wants;
 	// see procnode.Config.IdleCPU.
 	IdleCPUPods bool
+	// APIServerFlags are extra kube-apiserver flags; see
+	// cluster.Options.APIServerFlags.
+	APIServerFlags map[string]string
 }
 
 // Stack is a running agentry installation.
@@ -137,7 +140,8 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 		NodePATH:  s.BinDir + string(os.PathListSeparator) + os.Getenv("PATH"),
 		LogDir:    filepath.Join(opts.WorkDir, "logs"),
 
-		NodeIdleCPU: opts.IdleCPUPods,
+		NodeIdleCPU:    opts.IdleCPUPods,
+		APIServerFlags: opts.APIServerFlags,
 	})
 	if err != nil {
 		return s, fmt.Errorf("starting the cluster: %w", err)

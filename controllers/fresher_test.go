@@ -1,0 +1,72 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	agentryv1 "github.com/agentry-dev/agentry/api/v1alpha1"
+)
+
+// A reconcile that meets the version its own status writes replaced works
+// on what it wrote; once the cache shows any other version, the cache wins
+// and the written copy is forgotten.
+func TestFresherUsesTheWrittenAgentUntilTheCacheMovesOn(t *testing.T) {
+	t0 := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+	r := &AgentReconciler{Now: func() time.Time { return t0 }}
+	version := func(rv string, agentID int32) *agentryv1.Agent {
+		a := &agentryv1.Agent{ObjectMeta: metav1.ObjectMeta{Name: "linux-a", Namespace: "ci", UID: "uid-a", ResourceVersion: rv}}
+		a.Status.AgentID = agentID
+		return a
+	}
+
+	if got := r.fresher(version("1", 0)); got.ResourceVersion != "1" {
+		t.Fatalf("with nothing written, fresher gave version %s, want the cache's 1", got.ResourceVersion)
+	}
+	// Two writes in a row: registered (1 → 2), then busy (2 → 3).
+	r.rememberWritten(version("2", 7), "1")
+	r.rememberWritten(version("3", 7), "2")
+	got := r.fresher(version("1", 0))
+	if got.ResourceVersion != "3" || got.Status.AgentID != 7 {
+		t.Errorf("the cache still at 1: fresher gave version %s with agentId %d, want the written 3 with 7", got.ResourceVersion, got.Status.AgentID)
+	}
+	got.Status.AgentID = 99 // a reconcile's changes must not reach the kept copy
+	if again := r.fresher(version("1", 0)); again.Status.AgentID != 7 {
+		t.Errorf("a reconcile's change leaked into the written copy: agentId %d", again.Status.AgentID)
+	}
+	// The cache shows the write in between: it is used, and the written
+	// copy forgotten even when the cache later shows 1 again (it cannot,
+	// but nothing is kept to offer).
+	if got := r.fresher(version("2", 7)); got.ResourceVersion != "2" {
+		t.Errorf("the cache at 2: fresher gave version %s, want the cache's", got.ResourceVersion)
+	}
+	if got := r.fresher(version("1", 0)); got.ResourceVersion != "1" {
+		t.Errorf("after the cache moved on, fresher gave version %s, want the cache's 1", got.ResourceVersion)
+	}
+
+	// A write on top of someone else's version starts a new run of writes.
+	r.rememberWritten(version("5", 7), "4")
+	if got := r.fresher(version("4", 7)); got.ResourceVersion != "5" {
+		t.Errorf("the cache at 4: fresher gave version %s, want the written 5", got.ResourceVersion)
+	}
+	// A removed Agent's written copy goes with it.
+	r.rememberRemoved("uid-a")
+	if got := r.fresher(version("4", 7)); got.ResourceVersion != "4" {
+		t.Errorf("after removal, fresher gave version %s, want the cache's 4", got.ResourceVersion)
+	}
+}
+
+// Written copies of Agents that were never reconciled again are pruned
+// with the removed ones.
+func TestWrittenAgentsArePruned(t *testing.T) {
+	now := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+	r := &AgentReconciler{Now: func() time.Time { return now }}
+	a := &agentryv1.Agent{ObjectMeta: metav1.ObjectMeta{Name: "linux-a", Namespace: "ci", UID: "uid-a", ResourceVersion: "2"}}
+	r.rememberWritten(a, "1")
+	now = now.Add(removedMemory + time.Second)
+	r.rememberRemoved("uid-other")
+	if _, ok := r.written.Load(a.UID); ok {
+		t.Errorf("a written copy older than %s was kept", removedMemory)
+	}
+}
