@@ -3,6 +3,9 @@ package server_test
 import (
 	"context"
 	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -313,4 +316,49 @@ func TestDeletedAgentsLongPollEnds(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantAPIError(t, <-errc, http.StatusNotFound, pipelines.TypeKeyAgentNotFound)
+}
+
+// A pool's request list keeps every unfinished request but only the latest
+// finished ones (50 unless completedRequestCount says otherwise), so polling
+// it costs the same however many jobs the pool ran.
+func TestJobRequestsKeepTheLatestFinished(t *testing.T) {
+	ctx := context.Background()
+	inst := servertest.Start(t)
+	p := inst.CreatePool(t, "default")
+	var cancelled []int64
+	for range 3 {
+		j := queue(t, inst, jobapi.JobSpec{})
+		if _, err := inst.Jobs.CancelJob(ctx, j.ID); err != nil {
+			t.Fatal(err)
+		}
+		cancelled = append(cancelled, j.ID)
+	}
+	waiting := queue(t, inst, jobapi.JobSpec{})
+
+	list := func(query url.Values) ([]int64, error) {
+		var l pipelines.List[pipelines.TaskAgentJobRequest]
+		_, err := inst.Admin.Do(ctx, http.MethodGet, "/_apis/distributedtask/pools/"+strconv.Itoa(p.ID)+"/jobrequests", query, nil, &l)
+		var ids []int64
+		for _, r := range l.Value {
+			ids = append(ids, r.RequestID)
+		}
+		return ids, err
+	}
+	for _, tc := range []struct {
+		query url.Values
+		want  []int64
+	}{
+		{nil, append(slices.Clone(cancelled), waiting.ID)},
+		{url.Values{"completedRequestCount": {"1"}}, []int64{cancelled[2], waiting.ID}},
+		{url.Values{"completedRequestCount": {"0"}}, []int64{waiting.ID}},
+	} {
+		got, err := list(tc.query)
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("jobrequests?%s = %v, %v; want %v", tc.query.Encode(), got, err, tc.want)
+		}
+	}
+	_, err := list(url.Values{"completedRequestCount": {"-1"}})
+	if pipelines.StatusCode(err) != http.StatusBadRequest || !strings.Contains(err.Error(), `completedRequestCount "-1" is not a count`) {
+		t.Errorf("completedRequestCount=-1: %v; want 400 saying it is not a count", err)
+	}
 }

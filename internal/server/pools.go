@@ -5,6 +5,7 @@ import (
 	"errors"
 	"maps"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/google/uuid"
@@ -325,12 +326,29 @@ func (s *Server) deleteAgent(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// A pool's job request list holds every unfinished request, the finished
+// ones of agents still registered, and this many of the latest finished
+// (completedRequestCount asks for another number, up to the maximum): a
+// scaler's poll costs the same after a million jobs as after ten.
+const (
+	defaultCompletedRequests = 50
+	maxCompletedRequests     = 1000
+)
+
 func (s *Server) listJobRequests(w http.ResponseWriter, r *http.Request) error {
 	p, err := s.poolFromPath(r)
 	if err != nil {
 		return err
 	}
-	jobs, err := s.store.ListJobs(r.Context(), store.JobFilter{PoolID: p.ID, Brief: true})
+	completed := defaultCompletedRequests
+	if v := r.URL.Query().Get("completedRequestCount"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return badRequest("completedRequestCount %q is not a count (a non-negative integer)", truncate(v, 32))
+		}
+		completed = min(n, maxCompletedRequests)
+	}
+	jobs, err := s.store.ListJobs(r.Context(), store.JobFilter{PoolID: p.ID, Unfinished: true, OrHeld: true, Finished: completed, Brief: true})
 	if err != nil {
 		return err
 	}

@@ -452,14 +452,36 @@ func (m *Memory) ListJobs(_ context.Context, f JobFilter) ([]Job, error) {
 		}
 	}
 	out := []Job{}
+	var finished []Job // the unselected finished ones, for f.Finished
 	for _, j := range m.jobs {
 		queued := j.AssignTime.IsZero() && !j.Finished()
-		if (f.PoolID == 0 || j.PoolID == f.PoolID) && (!f.Queued || queued) && (!f.Unfinished || !j.Finished() || held[j.RequestID]) {
-			c := cloneJob(j)
-			if f.Brief {
-				c.Spec = jobapi.JobSpec{Demands: c.Spec.Demands}
+		if f.PoolID != 0 && j.PoolID != f.PoolID || f.Queued && !queued {
+			continue
+		}
+		if f.Unfinished && j.Finished() && !held[j.RequestID] {
+			finished = append(finished, j)
+			continue
+		}
+		out = append(out, j)
+	}
+	if f.Unfinished && f.Finished > 0 {
+		// The latest finished: held ones already in out count among them.
+		for _, j := range out {
+			if j.Finished() {
+				finished = append(finished, j)
 			}
-			out = append(out, c)
+		}
+		slices.SortFunc(finished, func(a, b Job) int { return int(b.RequestID - a.RequestID) })
+		for _, j := range finished[:min(f.Finished, len(finished))] {
+			if !held[j.RequestID] {
+				out = append(out, j)
+			}
+		}
+	}
+	for i, j := range out {
+		out[i] = cloneJob(j)
+		if f.Brief {
+			out[i].Spec = jobapi.JobSpec{Demands: out[i].Spec.Demands}
 		}
 	}
 	slices.SortFunc(out, func(a, b Job) int { return int(a.RequestID - b.RequestID) })

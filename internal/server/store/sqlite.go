@@ -788,6 +788,7 @@ func (s *SQLite) ListJobs(ctx context.Context, f JobFilter) ([]Job, error) {
 	if f.Queued {
 		where += " AND assign_time = 0 AND finish_time = 0"
 	}
+	whereArgs := slices.Clone(args)
 	q := "SELECT " + cols + " FROM jobs WHERE " + where
 	switch {
 	case f.Unfinished && f.OrHeld:
@@ -806,6 +807,13 @@ func (s *SQLite) ListJobs(ctx context.Context, f JobFilter) ([]Job, error) {
 		args = append(args, heldArgs...)
 	case f.Unfinished:
 		q += " AND finish_time = 0"
+	}
+	if f.Unfinished && f.Finished > 0 {
+		// UNION, not UNION ALL: a held job may be among the latest
+		// finished. The latest come from jobs_pool, walked backwards.
+		q += " UNION SELECT * FROM (SELECT " + cols + " FROM jobs WHERE " + where +
+			" AND finish_time != 0 ORDER BY request_id DESC LIMIT ?)"
+		args = append(append(args, whereArgs...), f.Finished)
 	}
 	return queryAll(ctx, s.r, scan, q+" ORDER BY request_id", args...)
 }

@@ -203,6 +203,11 @@ type JobFilter struct {
 	// is still registered: the one job such an agent ran, until the agent
 	// is deleted. It tells a scaler which live agents are spent.
 	OrHeld bool
+	// Finished, with Unfinished, also selects up to this many finished
+	// jobs: those with the highest request ids, the latest queued. A list
+	// of a pool's requests then shows its recent history without growing
+	// with every job it ever ran.
+	Finished int
 	// Brief leaves each job's Spec empty but for its Demands: enough to
 	// show a job in a list or match it to an agent, not to run it. It
 	// spares the store decoding every spec of a list.

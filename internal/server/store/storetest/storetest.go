@@ -31,6 +31,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Sessions", testSessions},
 		{"AssignJob", testAssignJob},
 		{"BriefJobLists", testBriefJobLists},
+		{"LatestFinishedJobs", testLatestFinishedJobs},
 		{"MessagesRedeliveredUntilDeleted", testMessages},
 		{"DeleteAgentRequeuesUnreceivedJob", testDeleteAgentRequeues},
 		{"DeleteAgentAbandonsReceivedJob", testDeleteAgentAbandons},
@@ -297,6 +298,55 @@ func testAssignJob(t *testing.T, s store.Store) {
 	}
 }
 
+// testLatestFinishedJobs checks JobFilter.Finished: the unfinished jobs,
+// the held ones, and that many of the latest finished, each once, of this
+// pool only.
+func testLatestFinishedJobs(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	p, a := fixture(t, s)
+	other := must[store.Pool](t)(s.CreatePool(ctx, "other", t0))
+	create := func(poolID int) store.Job {
+		return must[store.Job](t)(s.CreateJob(ctx, store.Job{PoolID: poolID, PoolName: "default", JobID: "j", Name: "n",
+			Spec: jobapi.JobSpec{Pool: "default", Steps: []jobapi.Step{{Script: "echo hi"}}}, QueueTime: t0}))
+	}
+	var finished []int64
+	for range 4 {
+		j := create(p.ID)
+		must[store.Job](t)(s.FinishJob(ctx, j.RequestID, pipelines.ResultSucceeded, t0))
+		finished = append(finished, j.RequestID)
+	}
+	waiting := create(p.ID)
+	held := create(p.ID) // the latest finished: held by a still registered agent
+	assign(t, s, held, a.ID, "tok")
+	must[store.Job](t)(s.FinishJob(ctx, held.RequestID, pipelines.ResultSucceeded, t0))
+	otherFinished := create(other.ID)
+	must[store.Job](t)(s.FinishJob(ctx, otherFinished.RequestID, pipelines.ResultSucceeded, t0))
+
+	ids := func(f store.JobFilter) []int64 {
+		var out []int64
+		for _, j := range must[[]store.Job](t)(s.ListJobs(ctx, f)) {
+			out = append(out, j.RequestID)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		f    store.JobFilter
+		want []int64
+	}{
+		{store.JobFilter{PoolID: p.ID, Unfinished: true, OrHeld: true}, []int64{waiting.RequestID, held.RequestID}},
+		// The held job is the latest finished: one more is the latest
+		// before it, and the held job is listed once.
+		{store.JobFilter{PoolID: p.ID, Unfinished: true, OrHeld: true, Finished: 2}, []int64{finished[3], waiting.RequestID, held.RequestID}},
+		{store.JobFilter{PoolID: p.ID, Unfinished: true, Finished: 2}, []int64{finished[3], waiting.RequestID, held.RequestID}},
+		{store.JobFilter{PoolID: p.ID, Unfinished: true, OrHeld: true, Finished: 100}, append(slices.Clone(finished), waiting.RequestID, held.RequestID)},
+		{store.JobFilter{PoolID: p.ID, Unfinished: true, Finished: 1, Brief: true}, []int64{waiting.RequestID, held.RequestID}},
+	} {
+		if got := ids(tc.f); !slices.Equal(got, tc.want) {
+			t.Errorf("ListJobs(%+v) = %v, want %v", tc.f, got, tc.want)
+		}
+	}
+}
+
 // testBriefJobLists checks that a brief list (JobFilter.Brief) holds the
 // same jobs as the full one, each with only its demands left of its spec,
 // for every filter the server uses.
@@ -325,6 +375,7 @@ func testBriefJobLists(t *testing.T, s store.Store) {
 		{PoolID: p.ID, Unfinished: true},
 		{PoolID: p.ID, Unfinished: true, OrHeld: true},
 		{Unfinished: true, OrHeld: true},
+		{PoolID: p.ID, Unfinished: true, OrHeld: true, Finished: 1},
 	} {
 		full := must[[]store.Job](t)(s.ListJobs(ctx, f))
 		b := f
