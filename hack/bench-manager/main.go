@@ -30,6 +30,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -64,6 +65,7 @@ type config struct {
 	apiRequests                 bool
 	timeline                    string
 	apiServerProfile            string
+	selfProfile                 string
 	idleCPUPods                 bool
 }
 
@@ -78,6 +80,7 @@ func main() {
 	flag.BoolVar(&cfg.apiRequests, "api-requests", false, "print the API server's request counts by resource and verb after the burst")
 	flag.StringVar(&cfg.managerArgs, "manager-args", "", "more agentry-manager flags, space-separated")
 	flag.StringVar(&cfg.timeline, "timeline", "", "write each job's timeline (ms after the first queue time) to this file, for finding where a burst's time goes")
+	flag.StringVar(&cfg.selfProfile, "cpuprofile", "", "write a CPU profile of this process (the benchmark and its process-backed node) over the burst to this file")
 	flag.StringVar(&cfg.apiServerProfile, "apiserver-cpuprofile", "", "write a CPU profile of kube-apiserver over the burst's first 3 s to this file (go tool pprof reads it)")
 	flag.BoolVar(&cfg.idleCPUPods, "pods-on-idle-cpu", false, "run the agent pods' processes under SCHED_IDLE, so they take only CPU the control plane, agentry-manager and agentry-server leave, as agent pods on worker nodes of their own would; the rows' metrics say so")
 	flag.StringVar(&cfg.rows, "rows", "", "also write the results to this file as tab-separated rows")
@@ -222,6 +225,16 @@ func run(ctx context.Context, cfg config) error {
 		profiled <- nil
 	}
 	fmt.Fprintf(os.Stderr, "queueing %d jobs\n", cfg.jobs)
+	if cfg.selfProfile != "" {
+		f, err := os.Create(cfg.selfProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
 	cpuBefore := sampleCPU()
 	burstStart := time.Now()
 	ids := make([]int64, cfg.jobs)
@@ -250,6 +263,9 @@ func run(ctx context.Context, cfg config) error {
 	}
 	burst := time.Since(burstStart)
 	printCPU(cpuBefore, sampleCPU(), burst)
+	if cfg.selfProfile != "" {
+		pprof.StopCPUProfile()
+	}
 	if err := <-profiled; err != nil {
 		return err
 	}
