@@ -889,12 +889,17 @@ func (r *AgentReconciler) removeFinalizer(ctx context.Context, agent *agentryv1.
 	return client.IgnoreNotFound(r.Patch(ctx, agent, patch))
 }
 
-// rememberRemoved notes that the Agent with uid is gone, and forgets the
-// Agents removed longer than removedMemory ago.
+// rememberRemoved notes that the Agent with uid is gone.
 func (r *AgentReconciler) rememberRemoved(uid types.UID) {
 	now := r.now()
 	r.removed.Store(uid, now)
 	r.written.Delete(uid)
+	r.prune(now)
+}
+
+// prune forgets the Agents removed, and the written copies kept, longer than
+// removedMemory ago; it does the work at most every removedMemory/2.
+func (r *AgentReconciler) prune(now time.Time) {
 	if last := r.lastPrune.Load(); now.UnixNano()-last < int64(removedMemory/2) || !r.lastPrune.CompareAndSwap(last, now.UnixNano()) {
 		return
 	}
@@ -1106,7 +1111,9 @@ func (r *AgentReconciler) rememberWritten(agent *agentryv1.Agent, base string) {
 		// may still show the version before the first.
 		from = v.(writtenAgent).from
 	}
-	r.written.Store(agent.UID, writtenAgent{agent: agent.DeepCopy(), from: from, at: r.now()})
+	now := r.now()
+	r.written.Store(agent.UID, writtenAgent{agent: agent.DeepCopy(), from: from, at: now})
+	r.prune(now)
 }
 
 // fresher returns the Agent this reconciler last wrote in place of the

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	agentryv1 "github.com/agentry-dev/agentry/api/v1alpha1"
 )
@@ -57,16 +58,26 @@ func TestFresherUsesTheWrittenAgentUntilTheCacheMovesOn(t *testing.T) {
 	}
 }
 
-// Written copies of Agents that were never reconciled again are pruned
-// with the removed ones.
+// Written copies of Agents that were never reconciled again are pruned,
+// by later writes as by removals.
 func TestWrittenAgentsArePruned(t *testing.T) {
 	now := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
 	r := &AgentReconciler{Now: func() time.Time { return now }}
-	a := &agentryv1.Agent{ObjectMeta: metav1.ObjectMeta{Name: "linux-a", Namespace: "ci", UID: "uid-a", ResourceVersion: "2"}}
-	r.rememberWritten(a, "1")
+	agent := func(name string) *agentryv1.Agent {
+		return &agentryv1.Agent{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "ci", UID: types.UID("uid-" + name), ResourceVersion: "2"}}
+	}
+	r.rememberWritten(agent("a"), "1")
+	now = now.Add(removedMemory + time.Second)
+	r.rememberWritten(agent("b"), "1")
+	if _, ok := r.written.Load(types.UID("uid-a")); ok {
+		t.Errorf("a written copy older than %s was kept past another write", removedMemory)
+	}
+	if _, ok := r.written.Load(types.UID("uid-b")); !ok {
+		t.Errorf("the new written copy was pruned")
+	}
 	now = now.Add(removedMemory + time.Second)
 	r.rememberRemoved("uid-other")
-	if _, ok := r.written.Load(a.UID); ok {
-		t.Errorf("a written copy older than %s was kept", removedMemory)
+	if _, ok := r.written.Load(types.UID("uid-b")); ok {
+		t.Errorf("a written copy older than %s was kept past a removal", removedMemory)
 	}
 }
