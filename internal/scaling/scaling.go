@@ -7,6 +7,7 @@ package scaling
 import (
 	"cmp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/agentry-dev/agentry/internal/pipelines"
@@ -80,6 +81,12 @@ func Count(requests []pipelines.TaskAgentJobRequest, agents []AgentState, matche
 	// spent are the agents a finished request names (a queue that lists
 	// finished requests, as Azure DevOps' does, tells who ran them).
 	spent := map[int]bool{}
+	// The same by agent name, for an Agent whose registration id the pool
+	// does not see yet (the status write that records it has not reached
+	// the pool's cache): it has its name from birth, and the server names
+	// the agent a request is reserved for. Counted as available, an agent
+	// that already holds a job would leave a waiting job without one.
+	busyByName, spentByName := map[string]bool{}, map[string]bool{}
 	for i := range requests {
 		r := &requests[i]
 		finished := r.FinishTime != nil || r.Result != nil
@@ -90,9 +97,11 @@ func Count(requests []pipelines.TaskAgentJobRequest, agents []AgentState, matche
 		case finished:
 			if r.ReservedAgent != nil && r.ReservedAgent.ID != 0 {
 				spent[r.ReservedAgent.ID] = true
+				spentByName[strings.ToLower(r.ReservedAgent.Name)] = true
 			}
 		case r.ReservedAgent != nil && r.ReservedAgent.ID != 0:
 			t.JobRequests[r.ReservedAgent.ID] = r.RequestID
+			busyByName[strings.ToLower(r.ReservedAgent.Name)] = true
 		case r.ReceiveTime != nil:
 			// Received by nobody we can name; not demand either way.
 		case matches == nil || matches(r.Demands):
@@ -107,10 +116,12 @@ func Count(requests []pipelines.TaskAgentJobRequest, agents []AgentState, matche
 		}
 		t.Total++
 		_, busy := t.JobRequests[a.AgentID]
+		name := strings.ToLower(a.Name)
 		switch {
-		case a.AgentID != 0 && busy:
+		case a.AgentID != 0 && busy, a.AgentID == 0 && name != "" && busyByName[name]:
 			t.Busy++
-		case a.Deleting || (a.HeldJob != 0 && !unfinished[a.HeldJob]) || (a.AgentID != 0 && spent[a.AgentID]):
+		case a.Deleting || (a.HeldJob != 0 && !unfinished[a.HeldJob]) || (a.AgentID != 0 && spent[a.AgentID]) ||
+			(a.AgentID == 0 && name != "" && spentByName[name]):
 			// Neither available nor busy: it only takes room.
 		case !a.Running:
 			t.Starting++

@@ -54,6 +54,10 @@ func TestCount(t *testing.T) {
 	demanding := func(id int64, demands ...string) pipelines.TaskAgentJobRequest {
 		return pipelines.TaskAgentJobRequest{RequestID: id, Demands: demands}
 	}
+	named := func(r pipelines.TaskAgentJobRequest, agent string) pipelines.TaskAgentJobRequest {
+		r.ReservedAgent.Name = agent
+		return r
+	}
 	finished := func(id int64, agent int) pipelines.TaskAgentJobRequest {
 		r := running(id, agent)
 		r.FinishTime, r.Result = &now, ptr(pipelines.ResultSucceeded)
@@ -111,6 +115,17 @@ func TestCount(t *testing.T) {
 				{AgentID: 9, Running: true, HeldJob: 3}},
 			want: Tally{Waiting: 1, Idle: 1, Busy: 1, Total: 3, JobRequests: map[int]int64{9: 3},
 				IdleAgents: []AgentState{{AgentID: 8, Running: true}}},
+		},
+		{
+			// The status write that records an agent's id may not have
+			// reached the pool's cache when the server already shows the
+			// agent holding (or having run) a job: matched by name, it is
+			// busy (or spent), not available for a waiting job.
+			name: "an agent whose id the pool does not see yet is matched by name",
+			requests: []pipelines.TaskAgentJobRequest{waiting(1), named(assigned(2, 7), "Linux-A"), named(finished(3, 8), "linux-b"),
+				named(assigned(4, 9), "linux-c")},
+			agents: []AgentState{{Name: "linux-a"}, {Name: "linux-b"}, {Name: "linux-c", AgentID: 10}, {Name: "linux-d"}},
+			want:   Tally{Waiting: 1, Busy: 1, Starting: 2, Total: 4, JobRequests: map[int]int64{7: 2, 9: 4}},
 		},
 		{
 			name:   "finished agents count for nothing",
