@@ -55,8 +55,11 @@ const (
 	// agents` shows why, and the pool backs off its starts while it is there.
 	failedAgentRetention = 10 * time.Minute
 	// agentConcurrency is how many Agents are reconciled at once: most of a
-	// registration is waiting on the server and the API server.
-	agentConcurrency = 32
+	// registration is waiting on the server and the API server, and a
+	// burst's new Agents, handed over by the pool as they are created,
+	// should all be registering at once rather than queue for a worker (100
+	// starts pods faster in the 100-job benchmark than 32 or 64 did).
+	agentConcurrency = 100
 )
 
 // AgentReconciler registers an Agent with its server, writes its Secret,
@@ -75,6 +78,9 @@ type AgentReconciler struct {
 	// Jobs is the servers' word on the jobs agents hold; nil waits for pods
 	// to end.
 	Jobs *agentJobs
+	// NewAgents are the Agents the pool just created, for a reconcile that
+	// comes before the cache has them; nil waits for the cache.
+	NewAgents *newAgents
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 
@@ -139,6 +145,10 @@ func (r *AgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// An agent whose job the server assigned or finished.
 		b = b.WatchesRawSource(source.Channel(r.Jobs.events, agentWakeHandler))
 	}
+	if r.NewAgents != nil {
+		// An Agent the pool just created, before its watch event.
+		b = b.WatchesRawSource(source.Channel(r.NewAgents.events, newAgentHandler))
+	}
 	return b.Complete(r)
 }
 
@@ -183,8 +193,15 @@ func waitingReasons(p *corev1.Pod) string {
 // Reconcile moves an Agent one step through its life.
 func (r *AgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	agent := &agentryv1.Agent{}
-	if err := r.Get(ctx, req.NamespacedName, agent); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+	switch err := r.Get(ctx, req.NamespacedName, agent); {
+	case err == nil:
+		r.NewAgents.seen(req.NamespacedName)
+	case !apierrors.IsNotFound(err):
+		return ctrl.Result{}, err
+	default:
+		if agent = r.NewAgents.get(req.NamespacedName, r.now()); agent == nil {
+			return ctrl.Result{}, nil
+		}
 	}
 	if r.wasRemoved(agent.UID) {
 		return ctrl.Result{}, nil

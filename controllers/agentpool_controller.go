@@ -73,6 +73,9 @@ type AgentPoolReconciler struct {
 	// Jobs tells the Agent reconciler which jobs the server says its agents
 	// hold; the queue watch fills it, or this reconciler when it polls.
 	Jobs *agentJobs
+	// NewAgents receives every Agent the pool creates, for the Agent
+	// reconciler; nil hands nothing over.
+	NewAgents *newAgents
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 	// OrphanCheckInterval is how often orphans are looked for.
@@ -813,6 +816,7 @@ func (r *AgentPoolReconciler) createAgent(ctx context.Context, pool *agentryv1.A
 	if err := r.Create(ctx, agent); err != nil {
 		return "", err
 	}
+	r.NewAgents.add(agent, r.now())
 	return agent.Name, nil
 }
 

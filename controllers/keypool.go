@@ -20,8 +20,11 @@ const DefaultKeyPoolSize = 100
 
 const (
 	// keyPoolQuiet is how long no key must have been taken before the pool
-	// makes more: a burst's registrations get the CPU, the pool refills after.
-	keyPoolQuiet = time.Second
+	// makes more: a burst's registrations get the CPU, and so do its
+	// removals, which follow its last registration by a second or two; the
+	// pool refills after (with 1 s it refilled during the removals of a
+	// 100-job burst, and slowed them).
+	keyPoolQuiet = 5 * time.Second
 	// keyPoolRest is how many times as long as the last key took the pool
 	// rests before the next one: refilling takes at most a third of a core,
 	// so the agents a burst started are not slowed down by it.

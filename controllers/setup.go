@@ -84,6 +84,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		connect = Connect
 	}
 	jobs := newAgentJobs()
+	born := newNewAgents()
 	var watches *queueWatchers
 	if !opts.DisableQueueWatch {
 		watches = newQueueWatchers()
@@ -99,6 +100,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		Connect:             connect,
 		Watches:             watches,
 		Jobs:                jobs,
+		NewAgents:           born,
 		OrphanCheckInterval: opts.OrphanCheckInterval,
 	}).SetupWithManager(mgr); err != nil {
 		return err
@@ -123,5 +125,6 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		Connect:     connect,
 		Keys:        keys,
 		Jobs:        jobs,
+		NewAgents:   born,
 	}).SetupWithManager(mgr)
 }
