@@ -578,12 +578,15 @@ func poolMarker(pool *agentryv1.AgentPool) string { return pool.Namespace + "/" 
 // each has ended (the pod says so before its Agent does).
 func (r *AgentPoolReconciler) agentPods(ctx context.Context, pool *agentryv1.AgentPool) (map[string]bool, error) {
 	var pods corev1.PodList
-	if err := r.List(ctx, &pods, client.InNamespace(pool.Namespace), client.MatchingLabels{agentryv1.PoolLabel: pool.Name}); err != nil {
+	// Read only (names and phases), on every reconcile of a busy pool: the
+	// cache's own objects, not a copy of each.
+	if err := r.List(ctx, &pods, client.InNamespace(pool.Namespace), client.MatchingLabels{agentryv1.PoolLabel: pool.Name},
+		client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing agent pods: %w", err)
 	}
 	ended := make(map[string]bool, len(pods.Items))
-	for _, p := range pods.Items {
-		ended[p.Name] = podEnded(&p)
+	for i := range pods.Items {
+		ended[pods.Items[i].Name] = podEnded(&pods.Items[i])
 	}
 	return ended, nil
 }
