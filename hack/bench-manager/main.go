@@ -314,6 +314,14 @@ func run(ctx context.Context, cfg config) error {
 	var toAgent, agentToPod, toPodEnded, podEndedToRemoved []time.Duration
 	succeeded := 0
 	var unaudited []string
+	for _, j := range jobs {
+		if _, ok := created["pods"][j.AgentName]; !ok {
+			unaudited = append(unaudited, j.AgentName)
+		}
+	}
+	if len(unaudited) > 0 {
+		return fmt.Errorf("the API server's audit log %s has no pod create for %d of the jobs' agents (first %s)", auditLog, len(unaudited), unaudited[0])
+	}
 	agents.mu.Lock()
 	pods.mu.Lock()
 	for _, j := range jobs {
@@ -321,9 +329,6 @@ func run(ctx context.Context, cfg config) error {
 			succeeded++
 		}
 		p, pok := created["pods"][j.AgentName]
-		if !pok {
-			unaudited = append(unaudited, j.AgentName)
-		}
 		if pok && j.QueueTime != nil {
 			toPod = append(toPod, max(p.Sub(*j.QueueTime), 0))
 		}
@@ -348,11 +353,6 @@ func run(ctx context.Context, cfg config) error {
 		if eok && dok {
 			podEndedToRemoved = append(podEndedToRemoved, d.Sub(e))
 		}
-	}
-	if len(unaudited) > 0 {
-		agents.mu.Unlock()
-		pods.mu.Unlock()
-		return fmt.Errorf("the API server's audit log %s has no pod create for %d of the jobs' agents (first %s)", auditLog, len(unaudited), unaudited[0])
 	}
 	if cfg.timeline != "" {
 		if err := writeTimeline(cfg.timeline, jobs, created, agents, pods); err != nil {
@@ -387,25 +387,6 @@ func run(ctx context.Context, cfg config) error {
 				1000*m[`workqueue_queue_duration_seconds_sum{controller="`+c+`",name="`+c+`"}`]/m[`workqueue_queue_duration_seconds_count{controller="`+c+`",name="`+c+`"}`],
 				m[`workqueue_queue_duration_seconds_count{controller="`+c+`",name="`+c+`"}`])
 		}
-	}
-	if m, err := scrape(ctx, s.MetricsURL); err == nil {
-		// The manager's API requests as client-go saw them: their latency,
-		// and how long its own rate limiter (--kube-api-qps) held them.
-		var n, sum, limited, limitedSum float64
-		for k, v := range m {
-			switch {
-			case strings.HasPrefix(k, "rest_client_request_duration_seconds_count{"):
-				n += v
-			case strings.HasPrefix(k, "rest_client_request_duration_seconds_sum{"):
-				sum += v
-			case strings.HasPrefix(k, "rest_client_rate_limiter_duration_seconds_count{"):
-				limited += v
-			case strings.HasPrefix(k, "rest_client_rate_limiter_duration_seconds_sum{"):
-				limitedSum += v
-			}
-		}
-		fmt.Fprintf(os.Stderr, "manager API requests %5.0f, mean %6.1f ms; client rate limiter wait mean %6.1f ms\n",
-			n, 1000*sum/max(n, 1), 1000*limitedSum/max(limited, 1))
 	}
 	if cfg.apiRequests {
 		printAPIRequests(s)
@@ -719,9 +700,10 @@ func printAPIRequests(s *stack.Stack) {
 }
 
 // writeTimeline writes one line per job: when (ms after the first job was
-// queued) it was queued, its agent's Agent and pod were created, it was
-// assigned, started and finished, and its pod was seen ended and its Agent
-// removed. The caller holds both timelines' locks.
+// queued) it was queued, its agent's Agent and pod were created (by the
+// audit log, created), the pod was seen by the watch, it was assigned,
+// started and finished, and its pod was seen ended and its Agent removed.
+// The caller holds both timelines' locks.
 func writeTimeline(path string, jobs []*jobapi.Job, created map[string]map[string]time.Time, agents, pods *timeline) error {
 	var t0 time.Time
 	for _, j := range jobs {
