@@ -299,28 +299,32 @@ func run(ctx context.Context, cfg config) error {
 		}
 	}
 
-	created, err := auditCreated(auditLog)
+	audited, err := readAudit(auditLog)
 	if err != nil {
 		return err
 	}
+	created := audited.created
 
 	// Per job: from its queue time to the creation of the pod that ran it
 	// (any idle agent takes any job, so this is what a job waited for a
-	// pod), and from its finish to its agent's removal. A creation is timed
-	// by the API server's audit log; the benchmark's watch, which times
-	// removals, also gives the moment it saw each pod, for comparison.
-	var toPod, toPodSeen, toRemoved []time.Duration
+	// pod), and from its finish to its agent's removal. Both are timed by
+	// the API server's audit log; the benchmark's watch also gives the
+	// moments it saw each pod created and each Agent gone, for comparison.
+	var toPod, toPodSeen, toRemoved, toRemovedSeen []time.Duration
 	// The stages, for the breakdown on stderr.
 	var toAgent, agentToPod, toPodEnded, podEndedToRemoved []time.Duration
 	succeeded := 0
 	var unaudited []string
 	for _, j := range jobs {
-		if _, ok := created["pods"][j.AgentName]; !ok {
+		_, podOK := created["pods"][j.AgentName]
+		_, removedOK := audited.agentRemoved[j.AgentName]
+		if !podOK || !removedOK {
 			unaudited = append(unaudited, j.AgentName)
 		}
 	}
 	if len(unaudited) > 0 {
-		return fmt.Errorf("the API server's audit log %s has no pod create for %d of the jobs' agents (first %s)", auditLog, len(unaudited), unaudited[0])
+		return fmt.Errorf("the API server's audit log %s lacks the pod create or the Agent removal of %d of the jobs' agents (first %s)",
+			auditLog, len(unaudited), unaudited[0])
 	}
 	agents.mu.Lock()
 	pods.mu.Lock()
@@ -335,12 +339,15 @@ func run(ctx context.Context, cfg config) error {
 		if at, ok := pods.added[j.AgentName]; ok && j.QueueTime != nil {
 			toPodSeen = append(toPodSeen, max(at.Sub(*j.QueueTime), 0))
 		}
-		if at, ok := agents.deleted[j.AgentName]; ok && j.FinishTime != nil {
+		if at, ok := audited.agentRemoved[j.AgentName]; ok && j.FinishTime != nil {
 			toRemoved = append(toRemoved, max(at.Sub(*j.FinishTime), 0))
+		}
+		if at, ok := agents.deleted[j.AgentName]; ok && j.FinishTime != nil {
+			toRemovedSeen = append(toRemovedSeen, max(at.Sub(*j.FinishTime), 0))
 		}
 		a, aok := created["agents"][j.AgentName]
 		e, eok := pods.ended[j.AgentName]
-		d, dok := agents.deleted[j.AgentName]
+		d, dok := audited.agentRemoved[j.AgentName]
 		if aok && j.QueueTime != nil {
 			toAgent = append(toAgent, a.Sub(*j.QueueTime))
 		}
@@ -355,7 +362,7 @@ func run(ctx context.Context, cfg config) error {
 		}
 	}
 	if cfg.timeline != "" {
-		if err := writeTimeline(cfg.timeline, jobs, created, agents, pods); err != nil {
+		if err := writeTimeline(cfg.timeline, jobs, audited, agents, pods); err != nil {
 			agents.mu.Unlock()
 			pods.mu.Unlock()
 			return err
@@ -414,6 +421,7 @@ func run(ctx context.Context, cfg config) error {
 		{"queued → pod created p50 / p99", pct(toPod, 50) + " / " + pct(toPod, 99)},
 		{"queued → pod seen by the benchmark's watch p50 / p99", pct(toPodSeen, 50) + " / " + pct(toPodSeen, 99)},
 		{"job finished → agent deregistered & removed p50 / p99", pct(toRemoved, 50) + " / " + pct(toRemoved, 99)},
+		{"job finished → removal seen by the benchmark's watch p50 / p99", pct(toRemovedSeen, 50) + " / " + pct(toRemovedSeen, 99)},
 		{"agents started − jobs", strconv.Itoa(started - cfg.jobs)},
 		{"peak live Agents", strconv.Itoa(peak)},
 		{"manager RSS after the burst", managerRSS},
@@ -430,6 +438,7 @@ func run(ctx context.Context, cfg config) error {
 		row("queued → pod seen by the benchmark's watch p50 / p99", pct(toPodSeen, 50)+" / "+pct(toPodSeen, 99)),
 		latencyRow("job finished → agent removed p50", toRemoved, 50, time.Second),
 		latencyRow("job finished → agent removed p99", toRemoved, 99, 3*time.Second),
+		row("job finished → removal seen by the benchmark's watch p50 / p99", pct(toRemovedSeen, 50)+" / "+pct(toRemovedSeen, 99)),
 		{Component: "agentry-manager", Metric: "agents started − jobs", Measured: strconv.Itoa(started - cfg.jobs),
 			Target: "0", Verdict: benchrows.Judge(started == cfg.jobs)},
 		row("peak live Agents", strconv.Itoa(peak)),
@@ -702,9 +711,11 @@ func printAPIRequests(s *stack.Stack) {
 // writeTimeline writes one line per job: when (ms after the first job was
 // queued) it was queued, its agent's Agent and pod were created (by the
 // audit log, created), the pod was seen by the watch, it was assigned,
-// started and finished, and its pod was seen ended and its Agent removed.
-// The caller holds both timelines' locks.
-func writeTimeline(path string, jobs []*jobapi.Job, created map[string]map[string]time.Time, agents, pods *timeline) error {
+// started and finished, its pod was seen ended, and its Agent was removed
+// (by the audit log) and seen removed by the watch. The caller holds both
+// timelines' locks.
+func writeTimeline(path string, jobs []*jobapi.Job, audited auditTimes, agents, pods *timeline) error {
+	created := audited.created
 	var t0 time.Time
 	for _, j := range jobs {
 		if j.QueueTime != nil && (t0.IsZero() || j.QueueTime.Before(t0)) {
@@ -724,11 +735,11 @@ func writeTimeline(path string, jobs []*jobapi.Job, created map[string]map[strin
 		return nil
 	}
 	var b strings.Builder
-	b.WriteString("job\tqueued\tagent\tpod\tpodSeen\tassigned\tstarted\tfinished\tpodEnded\tremoved\tagentName\n")
+	b.WriteString("job\tqueued\tagent\tpod\tpodSeen\tassigned\tstarted\tfinished\tpodEnded\tremoved\tremovedSeen\tagentName\n")
 	for _, j := range jobs {
-		fmt.Fprintf(&b, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, ms(j.QueueTime), ms(at(created["agents"], j.AgentName)),
+		fmt.Fprintf(&b, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, ms(j.QueueTime), ms(at(created["agents"], j.AgentName)),
 			ms(at(created["pods"], j.AgentName)), ms(at(pods.added, j.AgentName)), ms(j.AssignTime), ms(j.StartTime), ms(j.FinishTime),
-			ms(at(pods.ended, j.AgentName)), ms(at(agents.deleted, j.AgentName)), j.AgentName)
+			ms(at(pods.ended, j.AgentName)), ms(at(audited.agentRemoved, j.AgentName)), ms(at(agents.deleted, j.AgentName)), j.AgentName)
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
