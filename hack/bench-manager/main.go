@@ -1,16 +1,19 @@
 // Command bench-manager measures agentry-manager end to end on the local
 // stack (test/stack: real cluster, process-backed node, agentry-server,
-// agentry-manager and agentry-agent binaries): a burst of -jobs jobs on a
-// pool with -max-agents, then the operator's memory with -idle-agents Agent
-// objects (registered agents whose pods cannot be scheduled). It prints a
-// table.
+// agentry-manager and agentry-agent binaries): -bursts bursts of -jobs jobs,
+// one after another, on a pool with -max-agents, then the operator's memory
+// with -idle-agents Agent objects (registered agents whose pods cannot be
+// scheduled). It prints a table; its latencies are the median burst's (of
+// the bursts' p50s, the middle one; the same for p99), and each burst's is
+// listed too.
 //
-//	go run ./hack/bench-manager [-jobs 100] [-max-agents 100] [-idle-agents 1000] [-rows FILE]
+//	go run ./hack/bench-manager [-bursts 3] [-jobs 100] [-max-agents 100] [-idle-agents 1000] [-rows FILE]
 //
-// The burst starts once the manager's key pool is full (-key-pool-size), as
+// Each burst starts once the manager's key pool is full (-key-pool-size), as
 // it would be in a manager that has been running. On stderr it also prints
-// where the time went: each stage's p50 and p99, the reconcilers' mean time
-// and queue wait, and with -api-requests the API server's request counts.
+// where each burst's time went: each stage's p50 and p99, and then the
+// reconcilers' mean time and queue wait, and with -api-requests the API
+// server's request counts.
 // -rows also writes the figures as hack/benchrows lines, for hack/benchall.
 //
 // Everything shares this machine's CPU, the agent pods' processes too. With
@@ -30,7 +33,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,7 +43,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
@@ -51,40 +55,44 @@ import (
 	"github.com/agentry-dev/agentry/controllers"
 	"github.com/agentry-dev/agentry/hack/benchrows"
 	"github.com/agentry-dev/agentry/internal/jobapi"
-	"github.com/agentry-dev/agentry/internal/pipelines"
 	"github.com/agentry-dev/agentry/test/stack"
 )
 
 type config struct {
-	jobs, maxAgents, idleAgents int
-	repoRoot                    string
-	keep                        bool
-	rows                        string
-	keyPoolSize                 int
-	managerArgs                 string
-	apiRequests                 bool
-	timeline                    string
-	apiServerProfile            string
-	selfProfile                 string
-	idleCPUPods                 bool
+	jobs, bursts, maxAgents, idleAgents int
+	repoRoot                            string
+	keep                                bool
+	rows                                string
+	keyPoolSize                         int
+	managerArgs                         string
+	apiRequests                         bool
+	timeline                            string
+	apiServerProfile                    string
+	selfProfile                         string
+	idleCPUPods                         bool
 }
 
 func main() {
 	var cfg config
-	flag.IntVar(&cfg.jobs, "jobs", 100, "jobs in the burst")
+	flag.IntVar(&cfg.jobs, "jobs", 100, "jobs in each burst")
+	flag.IntVar(&cfg.bursts, "bursts", 3, "bursts, one after another; the table gives the median burst's figures and lists each burst's")
 	flag.IntVar(&cfg.maxAgents, "max-agents", 100, "the burst pool's maxAgents")
 	flag.IntVar(&cfg.idleAgents, "idle-agents", 1000, "Agent objects for the memory measurement (0 skips it)")
 	flag.StringVar(&cfg.repoRoot, "repo", ".", "repository root")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the stack's work folder (logs) and print where it is")
 	flag.IntVar(&cfg.keyPoolSize, "key-pool-size", controllers.DefaultKeyPoolSize, "the manager's --key-pool-size; the burst waits until the pool is full")
-	flag.BoolVar(&cfg.apiRequests, "api-requests", false, "print the API server's request counts by resource and verb after the burst")
+	flag.BoolVar(&cfg.apiRequests, "api-requests", false, "print the API server's request counts by resource and verb after the bursts")
 	flag.StringVar(&cfg.managerArgs, "manager-args", "", "more agentry-manager flags, space-separated")
-	flag.StringVar(&cfg.timeline, "timeline", "", "write each job's timeline (ms after the first queue time) to this file, for finding where a burst's time goes")
-	flag.StringVar(&cfg.selfProfile, "cpuprofile", "", "write a CPU profile of this process (the benchmark and its process-backed node) over the burst to this file")
-	flag.StringVar(&cfg.apiServerProfile, "apiserver-cpuprofile", "", "write a CPU profile of kube-apiserver over the burst's first 3 s to this file (go tool pprof reads it)")
+	flag.StringVar(&cfg.timeline, "timeline", "", "write each job's timeline (ms after its burst's first queue time) to this file, for finding where a burst's time goes")
+	flag.StringVar(&cfg.selfProfile, "cpuprofile", "", "write a CPU profile of this process (the benchmark and its process-backed node) over the first burst to this file")
+	flag.StringVar(&cfg.apiServerProfile, "apiserver-cpuprofile", "", "write a CPU profile of kube-apiserver over the first burst's first 3 s to this file (go tool pprof reads it)")
 	flag.BoolVar(&cfg.idleCPUPods, "pods-on-idle-cpu", false, "run the agent pods' processes under SCHED_IDLE, so they take only CPU the control plane, agentry-manager and agentry-server leave, as agent pods on worker nodes of their own would; the rows' metrics say so")
 	flag.StringVar(&cfg.rows, "rows", "", "also write the results to this file as tab-separated rows")
 	flag.Parse()
+	if cfg.bursts < 1 || cfg.jobs < 1 {
+		fmt.Fprintln(os.Stderr, "bench-manager: -bursts and -jobs must be at least 1")
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, cfg); err != nil {
@@ -193,15 +201,25 @@ func run(ctx context.Context, cfg config) error {
 		return err
 	}
 	defer aw.Stop()
+	// The benchmark's own pod watch speaks protobuf, as the scheduler, the
+	// controller manager, the node and agentry-manager do: in JSON it would
+	// have the API server encode every pod change once more, for it alone.
+	pbConfig := rest.CopyConfig(s.Cluster.Config)
+	pbConfig.ContentType = runtime.ContentTypeProtobuf
+	pbConfig.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+	podClient, err := kubernetes.NewForConfig(pbConfig)
+	if err != nil {
+		return err
+	}
 	podSelector := metav1.ListOptions{LabelSelector: agentryv1.AgentLabel}
-	podList, err := s.Kube.CoreV1().Pods(stack.Namespace).List(ctx, podSelector)
+	podList, err := podClient.CoreV1().Pods(stack.Namespace).List(ctx, podSelector)
 	if err != nil {
 		return err
 	}
 	pw, err := watchtools.NewRetryWatcherWithContext(ctx, podList.ResourceVersion, &cache.ListWatch{
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.LabelSelector = podSelector.LabelSelector
-			return s.Kube.CoreV1().Pods(stack.Namespace).Watch(ctx, o)
+			return podClient.CoreV1().Pods(stack.Namespace).Watch(ctx, o)
 		},
 	})
 	if err != nil {
@@ -210,179 +228,40 @@ func run(ctx context.Context, cfg config) error {
 	defer pw.Stop()
 	agents, pods := follow(aw), follow(pw)
 
-	// The burst meets a warmed manager, as one that has been running for a
-	// while: its key pool is full.
-	if cfg.keyPoolSize > 0 {
-		fmt.Fprintf(os.Stderr, "waiting for the manager's %d ready keys\n", cfg.keyPoolSize)
-		if err := waitForKeys(ctx, s.MetricsURL, cfg.keyPoolSize); err != nil {
-			return err
-		}
-	}
-	profiled := make(chan error, 1)
-	if cfg.apiServerProfile != "" {
-		go func() { profiled <- apiServerProfile(ctx, s.Kube.CoreV1().RESTClient(), cfg.apiServerProfile) }()
-	} else {
-		profiled <- nil
-	}
-	fmt.Fprintf(os.Stderr, "queueing %d jobs\n", cfg.jobs)
-	if cfg.selfProfile != "" {
-		f, err := os.Create(cfg.selfProfile)
+	env := burstEnv{cfg: cfg, s: s, kc: kc, agents: agents, pods: pods, auditLog: auditLog}
+	var results []burstResult
+	for n := 1; n <= cfg.bursts; n++ {
+		r, err := runBurst(ctx, env, n)
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
+		results = append(results, r)
 	}
-	cpuBefore := sampleCPU()
-	burstStart := time.Now()
-	ids := make([]int64, cfg.jobs)
-	for i := range ids {
-		j, err := s.Jobs.QueueJob(ctx, jobapi.JobSpec{Pool: "default", Name: "bench-" + strconv.Itoa(i), Steps: []jobapi.Step{{Script: "echo bench"}}})
-		if err != nil {
-			return err
-		}
-		ids[i] = j.ID
+	succeeded, started, peak := 0, 0, 0
+	for _, r := range results {
+		succeeded += r.succeeded
+		started += r.started
+		peak = max(peak, r.peak)
 	}
-	jobs := make([]*jobapi.Job, len(ids))
-	for i, id := range ids {
-		for {
-			j, err := s.Jobs.GetJob(ctx, id)
-			if err != nil {
-				return err
-			}
-			if j.State == jobapi.StateCompleted {
-				jobs[i] = j
-				break
-			}
-			if err := sleep(ctx, 100*time.Millisecond); err != nil {
-				return err
-			}
+	jobsRun := cfg.jobs * cfg.bursts
+	toPod := func(r burstResult) []time.Duration { return r.toPod }
+	toPodSeen := func(r burstResult) []time.Duration { return r.toPodSeen }
+	toRemoved := func(r burstResult) []time.Duration { return r.toRemoved }
+	toRemovedSeen := func(r burstResult) []time.Duration { return r.toRemoved2 }
+	// The table's figures are the median burst's: each burst's p50 (or
+	// p99), and of those the middle one; every burst's is listed below it.
+	median := func(pick func(burstResult) []time.Duration, p int) string {
+		d, ok := medianOf(results, pick, p)
+		if !ok {
+			return "n/a"
 		}
+		return d.Round(time.Millisecond).String()
 	}
-	burst := time.Since(burstStart)
-	printCPU(cpuBefore, sampleCPU(), burst)
-	if cfg.selfProfile != "" {
-		pprof.StopCPUProfile()
+	medianRow := func(metric string, pick func(burstResult) []time.Duration, p int, target time.Duration) benchrows.Row {
+		d, ok := medianOf(results, pick, p)
+		return benchrows.Row{Component: "agentry-manager", Metric: metric, Measured: median(pick, p),
+			Target: "< " + target.String(), Verdict: benchrows.Judge(ok && d < target)}
 	}
-	if err := <-profiled; err != nil {
-		return err
-	}
-	// Wait for every agent to be deregistered and removed.
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		agents.mu.Lock()
-		done := agents.live == 0 && len(agents.added) > 0
-		agents.mu.Unlock()
-		if done {
-			break
-		}
-		if time.Now().After(deadline) {
-			var left agentryv1.AgentList
-			if err := kc.List(ctx, &left, client.InNamespace(stack.Namespace)); err != nil {
-				return err
-			}
-			var desc []string
-			for _, a := range left.Items {
-				desc = append(desc, fmt.Sprintf("%s (phase %q, deleting %v, finalizers %v, agentId %d)",
-					a.Name, a.Status.Phase, !a.DeletionTimestamp.IsZero(), a.Finalizers, a.Status.AgentID))
-			}
-			agents.mu.Lock()
-			live := agents.live
-			agents.mu.Unlock()
-			return fmt.Errorf("agents were not all removed within 2 minutes: the watch counts %d live, the API server has %d: %s",
-				live, len(left.Items), strings.Join(desc, "; "))
-		}
-		if err := sleep(ctx, 100*time.Millisecond); err != nil {
-			return err
-		}
-	}
-
-	audited, err := readAudit(auditLog)
-	if err != nil {
-		return err
-	}
-	created := audited.created
-
-	// Per job: from its queue time to the creation of the pod that ran it
-	// (any idle agent takes any job, so this is what a job waited for a
-	// pod), and from its finish to its agent's removal. Both are timed by
-	// the API server's audit log; the benchmark's watch also gives the
-	// moments it saw each pod created and each Agent gone, for comparison.
-	var toPod, toPodSeen, toRemoved, toRemovedSeen []time.Duration
-	// The stages, for the breakdown on stderr.
-	var toAgent, agentToPod, toPodEnded, podEndedToRemoved []time.Duration
-	succeeded := 0
-	var unaudited []string
-	for _, j := range jobs {
-		_, podOK := created["pods"][j.AgentName]
-		_, removedOK := audited.agentRemoved[j.AgentName]
-		if !podOK || !removedOK {
-			unaudited = append(unaudited, j.AgentName)
-		}
-	}
-	if len(unaudited) > 0 {
-		return fmt.Errorf("the API server's audit log %s lacks the pod create or the Agent removal of %d of the jobs' agents (first %s)",
-			auditLog, len(unaudited), unaudited[0])
-	}
-	agents.mu.Lock()
-	pods.mu.Lock()
-	for _, j := range jobs {
-		if j.Result == pipelines.ResultSucceeded {
-			succeeded++
-		}
-		p, pok := created["pods"][j.AgentName]
-		if pok && j.QueueTime != nil {
-			toPod = append(toPod, max(p.Sub(*j.QueueTime), 0))
-		}
-		if at, ok := pods.added[j.AgentName]; ok && j.QueueTime != nil {
-			toPodSeen = append(toPodSeen, max(at.Sub(*j.QueueTime), 0))
-		}
-		if at, ok := audited.agentRemoved[j.AgentName]; ok && j.FinishTime != nil {
-			toRemoved = append(toRemoved, max(at.Sub(*j.FinishTime), 0))
-		}
-		if at, ok := agents.deleted[j.AgentName]; ok && j.FinishTime != nil {
-			toRemovedSeen = append(toRemovedSeen, max(at.Sub(*j.FinishTime), 0))
-		}
-		a, aok := created["agents"][j.AgentName]
-		e, eok := pods.ended[j.AgentName]
-		d, dok := audited.agentRemoved[j.AgentName]
-		if aok && j.QueueTime != nil {
-			toAgent = append(toAgent, a.Sub(*j.QueueTime))
-		}
-		if aok && pok {
-			agentToPod = append(agentToPod, p.Sub(a))
-		}
-		if eok && j.FinishTime != nil {
-			toPodEnded = append(toPodEnded, e.Sub(*j.FinishTime))
-		}
-		if eok && dok {
-			podEndedToRemoved = append(podEndedToRemoved, d.Sub(e))
-		}
-	}
-	if cfg.timeline != "" {
-		if err := writeTimeline(cfg.timeline, jobs, audited, agents, pods); err != nil {
-			agents.mu.Unlock()
-			pods.mu.Unlock()
-			return err
-		}
-	}
-	started, peak := len(agents.added), agents.peak
-	for _, st := range []struct {
-		name string
-		d    []time.Duration
-	}{
-		{"job queued → its Agent created", toAgent},
-		{"Agent created → pod created", agentToPod},
-		{"job queued → pod seen by a watch", toPodSeen},
-		{"job finished → pod seen ended", toPodEnded},
-		{"pod seen ended → Agent removed", podEndedToRemoved},
-	} {
-		fmt.Fprintf(os.Stderr, "stage %-32s p50 %-8s p99 %s\n", st.name, pct(st.d, 50), pct(st.d, 99))
-	}
-	agents.mu.Unlock()
-	pods.mu.Unlock()
 
 	if m, err := scrape(ctx, s.MetricsURL); err == nil {
 		fmt.Fprintf(os.Stderr, "manager key pool: %.0f ready after the burst, %.0f registrations made their key on the spot\n",
@@ -414,35 +293,48 @@ func run(ctx context.Context, cfg config) error {
 		}
 	}
 	managerRSS := rss(s.PID("agentry-manager"))
+	each := fmt.Sprintf(" (median of %d bursts)", cfg.bursts)
+	if cfg.bursts == 1 {
+		each = ""
+	}
+	wall := func(r burstResult) []time.Duration { return []time.Duration{r.wall} }
 	rows := [][2]string{
-		{"jobs (succeeded)", fmt.Sprintf("%d (%d)", cfg.jobs, succeeded)},
+		{"bursts × jobs (succeeded)", fmt.Sprintf("%d × %d (%d)", cfg.bursts, cfg.jobs, succeeded)},
 		{"pool maxAgents", strconv.Itoa(cfg.maxAgents)},
-		{"burst wall time (queue first → last finished)", burst.Round(10 * time.Millisecond).String()},
-		{"queued → pod created p50 / p99", pct(toPod, 50) + " / " + pct(toPod, 99)},
-		{"queued → pod seen by the benchmark's watch p50 / p99", pct(toPodSeen, 50) + " / " + pct(toPodSeen, 99)},
-		{"job finished → agent deregistered & removed p50 / p99", pct(toRemoved, 50) + " / " + pct(toRemoved, 99)},
-		{"job finished → removal seen by the benchmark's watch p50 / p99", pct(toRemovedSeen, 50) + " / " + pct(toRemovedSeen, 99)},
-		{"agents started − jobs", strconv.Itoa(started - cfg.jobs)},
-		{"peak live Agents", strconv.Itoa(peak)},
-		{"manager RSS after the burst", managerRSS},
+		{"burst wall time (queue first → last finished)" + each, median(wall, 50)},
+		{"queued → pod created p50 / p99" + each, median(toPod, 50) + " / " + median(toPod, 99)},
+		{"  each burst's p50", eachBurst(results, toPod, 50)},
+		{"  each burst's p99", eachBurst(results, toPod, 99)},
+		{"queued → pod seen by the benchmark's watch p50 / p99" + each, median(toPodSeen, 50) + " / " + median(toPodSeen, 99)},
+		{"job finished → agent deregistered & removed p50 / p99" + each, median(toRemoved, 50) + " / " + median(toRemoved, 99)},
+		{"  each burst's p50", eachBurst(results, toRemoved, 50)},
+		{"  each burst's p99", eachBurst(results, toRemoved, 99)},
+		{"job finished → removal seen by the benchmark's watch p50 / p99" + each, median(toRemovedSeen, 50) + " / " + median(toRemovedSeen, 99)},
+		{"agents started − jobs (all bursts)", itoa(started - jobsRun)},
+		{"peak live Agents", itoa(peak)},
+		{"manager RSS after the bursts", managerRSS},
 	}
 	// The rows file splits the percentiles so each figure is one value.
 	row := func(metric, measured string) benchrows.Row {
 		return benchrows.Row{Component: "agentry-manager", Metric: metric, Measured: measured}
 	}
 	out := []benchrows.Row{
-		row(fmt.Sprintf("jobs in the burst (succeeded), pool maxAgents %d", cfg.maxAgents), fmt.Sprintf("%d (%d)", cfg.jobs, succeeded)),
-		row("burst wall time (queue first → last finished)", burst.Round(10*time.Millisecond).String()),
-		latencyRow("queued → pod created p50", toPod, 50, 500*time.Millisecond),
-		latencyRow("queued → pod created p99", toPod, 99, 2*time.Second),
-		row("queued → pod seen by the benchmark's watch p50 / p99", pct(toPodSeen, 50)+" / "+pct(toPodSeen, 99)),
-		latencyRow("job finished → agent removed p50", toRemoved, 50, time.Second),
-		latencyRow("job finished → agent removed p99", toRemoved, 99, 3*time.Second),
-		row("job finished → removal seen by the benchmark's watch p50 / p99", pct(toRemovedSeen, 50)+" / "+pct(toRemovedSeen, 99)),
-		{Component: "agentry-manager", Metric: "agents started − jobs", Measured: strconv.Itoa(started - cfg.jobs),
-			Target: "0", Verdict: benchrows.Judge(started == cfg.jobs)},
-		row("peak live Agents", strconv.Itoa(peak)),
-		row("manager RSS after the burst", managerRSS),
+		row(fmt.Sprintf("bursts × jobs (succeeded), pool maxAgents %d", cfg.maxAgents), fmt.Sprintf("%d × %d (%d)", cfg.bursts, cfg.jobs, succeeded)),
+		row("burst wall time (queue first → last finished)"+each, median(wall, 50)),
+		medianRow("queued → pod created p50"+each, toPod, 50, 500*time.Millisecond),
+		row("queued → pod created p50, each burst", eachBurst(results, toPod, 50)),
+		medianRow("queued → pod created p99"+each, toPod, 99, 2*time.Second),
+		row("queued → pod created p99, each burst", eachBurst(results, toPod, 99)),
+		row("queued → pod seen by the benchmark's watch p50 / p99"+each, median(toPodSeen, 50)+" / "+median(toPodSeen, 99)),
+		medianRow("job finished → agent removed p50"+each, toRemoved, 50, time.Second),
+		row("job finished → agent removed p50, each burst", eachBurst(results, toRemoved, 50)),
+		medianRow("job finished → agent removed p99"+each, toRemoved, 99, 3*time.Second),
+		row("job finished → agent removed p99, each burst", eachBurst(results, toRemoved, 99)),
+		row("job finished → removal seen by the benchmark's watch p50 / p99"+each, median(toRemovedSeen, 50)+" / "+median(toRemovedSeen, 99)),
+		{Component: "agentry-manager", Metric: "agents started − jobs (all bursts)", Measured: itoa(started - jobsRun),
+			Target: "0", Verdict: benchrows.Judge(started == jobsRun)},
+		row("peak live Agents", itoa(peak)),
+		row("manager RSS after the bursts", managerRSS),
 	}
 
 	if cfg.idleAgents > 0 {
@@ -708,13 +600,14 @@ func printAPIRequests(s *stack.Stack) {
 	}
 }
 
-// writeTimeline writes one line per job: when (ms after the first job was
-// queued) it was queued, its agent's Agent and pod were created (by the
-// audit log, created), the pod was seen by the watch, it was assigned,
-// started and finished, its pod was seen ended, and its Agent was removed
-// (by the audit log) and seen removed by the watch. The caller holds both
+// writeTimeline writes one line per job of burst n (the first burst
+// starts the file, the others add to it): when (ms after the burst's first
+// job was queued) it was queued, its agent's Agent and pod were created (by
+// the audit log), the pod was seen by the watch, it was assigned, started
+// and finished, its pod was seen ended, and its Agent was removed (by the
+// audit log) and seen removed by the watch. The caller holds both
 // timelines' locks.
-func writeTimeline(path string, jobs []*jobapi.Job, audited auditTimes, agents, pods *timeline) error {
+func writeTimeline(path string, n int, jobs []*jobapi.Job, audited auditTimes, agents, pods *timeline) error {
 	created := audited.created
 	var t0 time.Time
 	for _, j := range jobs {
@@ -735,13 +628,25 @@ func writeTimeline(path string, jobs []*jobapi.Job, audited auditTimes, agents, 
 		return nil
 	}
 	var b strings.Builder
-	b.WriteString("job\tqueued\tagent\tpod\tpodSeen\tassigned\tstarted\tfinished\tpodEnded\tremoved\tremovedSeen\tagentName\n")
+	flags := os.O_WRONLY | os.O_APPEND
+	if n == 1 {
+		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+		b.WriteString("burst\tjob\tqueued\tagent\tpod\tpodSeen\tassigned\tstarted\tfinished\tpodEnded\tremoved\tremovedSeen\tagentName\n")
+	}
 	for _, j := range jobs {
-		fmt.Fprintf(&b, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, ms(j.QueueTime), ms(at(created["agents"], j.AgentName)),
+		fmt.Fprintf(&b, "%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n, j.ID, ms(j.QueueTime), ms(at(created["agents"], j.AgentName)),
 			ms(at(created["pods"], j.AgentName)), ms(at(pods.added, j.AgentName)), ms(j.AssignTime), ms(j.StartTime), ms(j.FinishTime),
 			ms(at(pods.ended, j.AgentName)), ms(at(audited.agentRemoved, j.AgentName)), ms(at(agents.deleted, j.AgentName)), j.AgentName)
 	}
-	return os.WriteFile(path, []byte(b.String()), 0o644)
+	f, err := os.OpenFile(path, flags, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(b.String()); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // apiServerProfile writes a 3 s CPU profile of kube-apiserver, taken from its

@@ -268,8 +268,14 @@ func (c *Cluster) startNode(ctx context.Context, opts Options) error {
 		fmt.Fprintln(f, time.Now().Format("15:04:05.000"), prefix, args)
 	}, funcr.Options{Verbosity: 1})
 	// The node's own client: its informers and status writes should not
-	// share a rate limiter with the tests' client.
-	cs, err := kubernetes.NewForConfig(rest.CopyConfig(c.Config))
+	// share a rate limiter with the tests' client. It speaks protobuf, as a
+	// kubelet does (its --kube-api-content-type default): the API server's
+	// work for a node's watches and status writes is then what a real
+	// node's would be.
+	nodeConfig := rest.CopyConfig(c.Config)
+	nodeConfig.ContentType = runtime.ContentTypeProtobuf
+	nodeConfig.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+	cs, err := kubernetes.NewForConfig(nodeConfig)
 	if err != nil {
 		return err
 	}
