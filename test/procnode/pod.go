@@ -8,12 +8,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -332,7 +334,7 @@ func (r *podRun) start(c *containerRun) bool {
 	r.procs.Add(1)
 	go func() {
 		defer r.procs.Done()
-		_ = cmd.Wait()
+		r.p.wait(cmd)
 		// A container ends with its main process: whatever it left behind goes too.
 		_ = syscall.Kill(-c.pid, syscall.SIGKILL)
 		select {
@@ -720,3 +722,32 @@ func fieldValue(pod *corev1.Pod, path string) (string, error) {
 }
 
 func isOptional(b *bool) bool { return b != nil && *b }
+
+// wait waits for cmd's process. With IdleCPU it waits on a thread that runs
+// under SCHED_IDLE, as the pods do, while it waits. Reaping a process makes
+// the kernel drop the process's /proc entries, and with the pods under
+// SCHED_IDLE that has spun: in one burst of several this process used
+// seconds of CPU in waitid → release_task → d_invalidate → d_walk (perf
+// record). At the pods' priority that takes no CPU the rest of the machine
+// wants.
+//
+// The thread is given its policy back and unlocked, never left to end with
+// the goroutine (as a goroutine that exits locked would): a child started
+// from a thread that ends gets its Pdeathsig, SIGKILL. Tried, that killed
+// other pods' processes.
+func (p *provider) wait(cmd *exec.Cmd) {
+	if p.chrt == "" {
+		_ = cmd.Wait()
+		return
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := unix.SchedSetAttr(0, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_IDLE}, 0); err != nil {
+		_ = cmd.Wait()
+		return
+	}
+	_ = cmd.Wait()
+	if err := unix.SchedSetAttr(0, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_NORMAL}, 0); err != nil {
+		p.log.Error(err, "Could not give a waiting thread its scheduling policy back; it serves other goroutines at idle priority")
+	}
+}
