@@ -85,7 +85,7 @@ bench-agent: ## Benchmark agentry-agent alone: start→session, RSS while printi
 	$(GO) run ./hack/bench-agent $(BENCH_AGENT_FLAGS)
 
 .PHONY: bench-manager
-bench-manager: tools ## Benchmark agentry-manager alone on the local stack: 100-job burst latencies, agents started − jobs, RSS with 1,000 Agents.
+bench-manager: tools ## Benchmark agentry-manager alone on the local stack: three 100-job bursts' latencies (the median burst's), agents started − jobs, RSS with 1,000 Agents.
 	KUBEBUILDER_ASSETS=$(ASSETS) $(GO) run ./hack/bench-manager $(BENCH_MANAGER_FLAGS)
 
 .PHONY: fuzz

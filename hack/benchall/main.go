@@ -52,13 +52,13 @@ var programs = []program{
 	{name: "agent", pkg: "./hack/bench-agent", component: "agentry-agent",
 		quick: []string{"-mb", "20", "-runs", "3"}},
 	{name: "manager", pkg: "./hack/bench-manager", component: "agentry-manager",
-		quick: []string{"-jobs", "10", "-max-agents", "10", "-idle-agents", "50"}},
+		quick: []string{"-bursts", "1", "-jobs", "10", "-max-agents", "10", "-idle-agents", "50"}},
 	// The burst again, with the agent pods on CPU nothing else wants, as
 	// on worker nodes apart from the control plane (the memory figure is
 	// the first run's).
 	{name: "manager-idle-cpu", pkg: "./hack/bench-manager", component: "agentry-manager",
 		base:  []string{"-pods-on-idle-cpu", "-idle-agents", "0"},
-		quick: []string{"-jobs", "10", "-max-agents", "10"}},
+		quick: []string{"-bursts", "1", "-jobs", "10", "-max-agents", "10"}},
 }
 
 type config struct {
