@@ -22,6 +22,12 @@ const (
 	queueWatchWait = 30 * time.Second
 	// queueWatchRetryMax caps the wait between failed watch calls.
 	queueWatchRetryMax = 30 * time.Second
+	// queueWatchEvery is the least time between the starts of two watch
+	// calls. A change that ends a waiting long poll is seen at once; in a
+	// burst, whose queue changes every few milliseconds, the changes of up
+	// to this long come in one answer, rather than one full answer (read,
+	// sent and decoded) and one pool reconcile per change.
+	queueWatchEvery = 20 * time.Millisecond
 )
 
 // queueWatchers runs one goroutine per AgentPool that long-polls its
@@ -134,7 +140,12 @@ func (w *queueWatchers) run(ctx context.Context, key types.NamespacedName, qw *q
 	logger := log.FromContext(ctx)
 	var after int64
 	retry := time.Second
+	var last time.Time
 	for ctx.Err() == nil {
+		if wait := queueWatchEvery - time.Since(last); wait > 0 && sleep(ctx, wait) != nil {
+			return
+		}
+		last = time.Now()
 		state, err := server.WatchQueue(ctx, poolID, after, queueWatchWait)
 		if ctx.Err() != nil {
 			return

@@ -83,3 +83,63 @@ func TestQueueWatchWakesThePoolAndFallsBackOn404(t *testing.T) {
 		t.Fatalf("after a transient error: current %v, unsupported %v; want false, false", current, unsupported)
 	}
 }
+
+// timedWatchServer answers every queue watch call at once with a new
+// revision, as the server does in a burst, and records when each call came.
+type timedWatchServer struct {
+	Server
+	calls chan time.Time
+	rev   int64
+}
+
+func (s *timedWatchServer) WatchQueue(ctx context.Context, _ int, _ int64, _ time.Duration) (*jobapi.QueueState, error) {
+	select {
+	case s.calls <- time.Now():
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	s.rev++
+	return &jobapi.QueueState{Revision: s.rev}, nil
+}
+
+func TestQueueWatchCallsAtMostEveryInterval(t *testing.T) {
+	w := newQueueWatchers()
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan error)
+	go func() { stopped <- w.Start(ctx) }()
+	defer func() { cancel(); <-stopped }()
+	// The pool's wake-ups are not what this test reads.
+	go func() {
+		for {
+			select {
+			case <-w.events:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	select {
+	case <-w.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the queue watchers did not start")
+	}
+	srv := &timedWatchServer{calls: make(chan time.Time)}
+	w.Queue(&agentryv1.AgentPool{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "linux"}}, srv, "token", 1)
+
+	// A queue that changes on every call is read at most once per
+	// queueWatchEvery, the first time at once.
+	var calls []time.Time
+	for range 6 {
+		select {
+		case at := <-srv.calls:
+			calls = append(calls, at)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("only %d queue watch calls", len(calls))
+		}
+	}
+	for i := 1; i < len(calls); i++ {
+		if gap := calls[i].Sub(calls[i-1]); gap < queueWatchEvery {
+			t.Errorf("call %d came %v after the one before, want at least %v", i, gap, queueWatchEvery)
+		}
+	}
+}
