@@ -830,9 +830,9 @@ func (r *AgentPoolReconciler) createAgent(ctx context.Context, pool *agentryv1.A
 
 // scaleDown removes surplus idle agents (agents is countedAgents', read
 // only): each is deregistered first, right after the server confirmed it
-// holds no job, and only then is its Agent
-// (and with it the pod) deleted. A job the server hands to the agent in
-// between is re-queued by the server when the agent is deleted.
+// holds no job, and only then is its Agent (and with it the pod) deleted. A
+// job the server hands to the agent in between is re-queued by the server
+// when the agent is deleted.
 func (r *AgentPoolReconciler) scaleDown(ctx context.Context, pool *agentryv1.AgentPool, server Server, poolID int,
 	agents []agentryv1.Agent, remove []scaling.AgentState, now time.Time) error {
 	log := ctrl.LoggerFrom(ctx)
