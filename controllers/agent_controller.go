@@ -99,12 +99,24 @@ type AgentReconciler struct {
 }
 
 // writtenAgent is an Agent as a status write returned it, and the version
-// the cache showed before this reconciler's run of writes began.
+// the cache showed before this reconciler's run of writes began; or, with
+// holdUntil set, an Agent whose status is not written yet (see statusHold),
+// and the version it is to be written on.
 type writtenAgent struct {
-	agent *agentryv1.Agent
-	from  string // resourceVersion
-	at    time.Time
+	agent     *agentryv1.Agent
+	from      string // resourceVersion
+	at        time.Time
+	holdUntil time.Time
 }
+
+// statusHold is how long the status write that records a new agent's
+// registration and pod waits for the agent's next change (its pod running,
+// its job assigned or finished), to be made with it: in a burst that write
+// would take API server time from the next agents' pods, and a short job
+// often ends before the hold does, when the Agent goes without it. Until
+// then the registration is in the Agent's Secret, which a restarted manager
+// reads, and in this reconciler's memory (fresher).
+const statusHold = time.Second
 
 // removedMemory is how long a removed Agent's UID is remembered.
 const removedMemory = time.Minute
@@ -206,7 +218,8 @@ func (r *AgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	if r.wasRemoved(agent.UID) {
 		return ctrl.Result{}, nil
 	}
-	agent = r.fresher(agent)
+	cached := agent
+	agent, held := r.fresher(agent)
 	if !agent.DeletionTimestamp.IsZero() {
 		return r.reconcileDelete(ctx, agent)
 	}
@@ -219,10 +232,27 @@ func (r *AgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	}
 
 	before := agent.DeepCopy()
+	if !held.IsZero() {
+		// The held status is still to be written.
+		cached.Status.DeepCopyInto(&before.Status)
+	}
+	started := agent.Status.PodName != ""
 	if agent.Status.Phase == "" {
 		agent.Status.Phase = agentryv1.AgentPending
 	}
 	result, err := r.reconcileNormal(ctx, agent, before)
+	if err == nil && !agent.Status.Phase.Finished() && !equality.Semantic.DeepEqual(before.Status, agent.Status) {
+		now := r.now()
+		switch {
+		case !started && agent.Status.PodName != "" && statusHold > 0:
+			// A new agent's registration and pod: held; see statusHold.
+			r.hold(agent, cached.ResourceVersion, now.Add(statusHold))
+			return ctrl.Result{RequeueAfter: minPositive(result.RequeueAfter, statusHold)}, nil
+		case now.Before(held) && equality.Semantic.DeepEqual(r.heldStatus(agent.UID), &agent.Status):
+			// Nothing new since the hold began: it goes on.
+			return ctrl.Result{RequeueAfter: minPositive(result.RequeueAfter, held.Sub(now))}, nil
+		}
+	}
 	if perr := r.patchStatus(ctx, agent, before); perr != nil && err == nil {
 		err = perr
 	}
@@ -291,10 +321,11 @@ func (r *AgentReconciler) reconcileNormal(ctx context.Context, agent, before *ag
 	if err := r.start(ctx, agent, pool, reg); err != nil {
 		return ctrl.Result{}, err
 	}
-	// The registration and the pod are recorded together, by the status
-	// write that ends the reconcile: the Secret, which a reconcile that stops
-	// before that write finds again, is what holds the registration until
-	// then.
+	// The registration and the pod are recorded together, by one status
+	// write, which Reconcile holds for up to statusHold to make it with the
+	// agent's next change: the Secret, which a reconcile that comes before
+	// that write (or after a restart) finds again, is what holds the
+	// registration until then.
 	return ctrl.Result{RequeueAfter: durationOr(pool.Spec.StartupTimeout, agentryv1.DefaultStartupTimeout)}, nil
 }
 
@@ -1140,17 +1171,47 @@ func (r *AgentReconciler) rememberWritten(agent *agentryv1.Agent, base string) {
 // the Secret to learn the registration it already recorded and write the
 // same status again. Once the cache shows any other version it is used, and
 // the written copy forgotten.
-func (r *AgentReconciler) fresher(cached *agentryv1.Agent) *agentryv1.Agent {
+//
+// An Agent whose status is held (holdUntil, not zero, is returned) is
+// returned with that status while the cache shows the version it is to be
+// written on; should anything else change the Agent first, the held status
+// is dropped, and the reconcile learns the registration from the Secret as
+// after a restart.
+func (r *AgentReconciler) fresher(cached *agentryv1.Agent) (*agentryv1.Agent, time.Time) {
 	v, ok := r.written.Load(cached.UID)
 	if !ok {
-		return cached
+		return cached, time.Time{}
 	}
 	w := v.(writtenAgent)
 	if cached.ResourceVersion == w.from {
-		return w.agent.DeepCopy()
+		return w.agent.DeepCopy(), w.holdUntil
 	}
 	r.written.CompareAndDelete(cached.UID, v)
-	return cached
+	return cached, time.Time{}
+}
+
+// hold keeps agent, whose status is not written yet, for fresher until
+// until; from is the version the status is to be written on.
+func (r *AgentReconciler) hold(agent *agentryv1.Agent, from string, until time.Time) {
+	now := r.now()
+	r.written.Store(agent.UID, writtenAgent{agent: agent.DeepCopy(), from: from, at: now, holdUntil: until})
+	r.prune(now)
+}
+
+// heldStatus is the status held for the Agent with uid, or nil.
+func (r *AgentReconciler) heldStatus(uid types.UID) *agentryv1.AgentStatus {
+	if v, ok := r.written.Load(uid); ok && !v.(writtenAgent).holdUntil.IsZero() {
+		return &v.(writtenAgent).agent.Status
+	}
+	return nil
+}
+
+// minPositive is the shorter of two waits, a zero one meaning none.
+func minPositive(a, b time.Duration) time.Duration {
+	if a <= 0 {
+		return b
+	}
+	return min(a, b)
 }
 
 func setFinished(agent *agentryv1.Agent, phase agentryv1.AgentPhase) {

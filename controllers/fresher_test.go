@@ -22,38 +22,38 @@ func TestFresherUsesTheWrittenAgentUntilTheCacheMovesOn(t *testing.T) {
 		return a
 	}
 
-	if got := r.fresher(version("1", 0)); got.ResourceVersion != "1" {
+	if got := freshest(r, version("1", 0)); got.ResourceVersion != "1" {
 		t.Fatalf("with nothing written, fresher gave version %s, want the cache's 1", got.ResourceVersion)
 	}
 	// Two writes in a row: registered (1 → 2), then busy (2 → 3).
 	r.rememberWritten(version("2", 7), "1")
 	r.rememberWritten(version("3", 7), "2")
-	got := r.fresher(version("1", 0))
+	got := freshest(r, version("1", 0))
 	if got.ResourceVersion != "3" || got.Status.AgentID != 7 {
 		t.Errorf("the cache still at 1: fresher gave version %s with agentId %d, want the written 3 with 7", got.ResourceVersion, got.Status.AgentID)
 	}
 	got.Status.AgentID = 99 // a reconcile's changes must not reach the kept copy
-	if again := r.fresher(version("1", 0)); again.Status.AgentID != 7 {
+	if again := freshest(r, version("1", 0)); again.Status.AgentID != 7 {
 		t.Errorf("a reconcile's change leaked into the written copy: agentId %d", again.Status.AgentID)
 	}
 	// The cache shows the write in between: it is used, and the written
 	// copy forgotten even when the cache later shows 1 again (it cannot,
 	// but nothing is kept to offer).
-	if got := r.fresher(version("2", 7)); got.ResourceVersion != "2" {
+	if got := freshest(r, version("2", 7)); got.ResourceVersion != "2" {
 		t.Errorf("the cache at 2: fresher gave version %s, want the cache's", got.ResourceVersion)
 	}
-	if got := r.fresher(version("1", 0)); got.ResourceVersion != "1" {
+	if got := freshest(r, version("1", 0)); got.ResourceVersion != "1" {
 		t.Errorf("after the cache moved on, fresher gave version %s, want the cache's 1", got.ResourceVersion)
 	}
 
 	// A write on top of someone else's version starts a new run of writes.
 	r.rememberWritten(version("5", 7), "4")
-	if got := r.fresher(version("4", 7)); got.ResourceVersion != "5" {
+	if got := freshest(r, version("4", 7)); got.ResourceVersion != "5" {
 		t.Errorf("the cache at 4: fresher gave version %s, want the written 5", got.ResourceVersion)
 	}
 	// A removed Agent's written copy goes with it.
 	r.rememberRemoved("uid-a")
-	if got := r.fresher(version("4", 7)); got.ResourceVersion != "4" {
+	if got := freshest(r, version("4", 7)); got.ResourceVersion != "4" {
 		t.Errorf("after removal, fresher gave version %s, want the cache's 4", got.ResourceVersion)
 	}
 }
@@ -79,5 +79,52 @@ func TestWrittenAgentsArePruned(t *testing.T) {
 	r.rememberRemoved("uid-other")
 	if _, ok := r.written.Load(types.UID("uid-b")); ok {
 		t.Errorf("a written copy older than %s was kept past a removal", removedMemory)
+	}
+}
+
+// freshest is fresher's Agent.
+func freshest(r *AgentReconciler, cached *agentryv1.Agent) *agentryv1.Agent {
+	a, _ := r.fresher(cached)
+	return a
+}
+
+// A new agent's status is held: reconciles see it while the cache shows the
+// version it is to be written on, the write at the hold's end replaces it
+// with the written copy, and any other change to the Agent drops it.
+func TestHeldStatusIsSeenUntilWrittenOrOvertaken(t *testing.T) {
+	t0 := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+	r := &AgentReconciler{Now: func() time.Time { return t0 }}
+	version := func(rv string, agentID int32) *agentryv1.Agent {
+		a := &agentryv1.Agent{ObjectMeta: metav1.ObjectMeta{Name: "linux-a", Namespace: "ci", UID: "uid-a", ResourceVersion: rv}}
+		a.Status.AgentID = agentID
+		return a
+	}
+	until := t0.Add(statusHold)
+	r.hold(version("1", 7), "1", until)
+	got, held := r.fresher(version("1", 0))
+	if got.Status.AgentID != 7 || !held.Equal(until) {
+		t.Fatalf("fresher = agent %d, held until %v; want the held agent 7 until %v", got.Status.AgentID, held, until)
+	}
+	if s := r.heldStatus("uid-a"); s == nil || s.AgentID != 7 {
+		t.Fatalf("heldStatus = %v, want agent 7's", s)
+	}
+
+	// The write at the hold's end: the copy kept is the written one, not held.
+	r.rememberWritten(version("2", 7), "1")
+	if got, held := r.fresher(version("1", 0)); got.ResourceVersion != "2" || !held.IsZero() {
+		t.Fatalf("after the write, fresher = version %s, held until %v; want the written 2, not held", got.ResourceVersion, held)
+	}
+	if s := r.heldStatus("uid-a"); s != nil {
+		t.Fatalf("heldStatus after the write = %v, want none", s)
+	}
+
+	// Another change first (a deletion, an edit): the held status goes, and
+	// the cache's Agent is used.
+	r.hold(version("1", 7), "1", until)
+	if got, held := r.fresher(version("3", 0)); got.ResourceVersion != "3" || got.Status.AgentID != 0 || !held.IsZero() {
+		t.Fatalf("overtaken: fresher = version %s agent %d held until %v; want the cache's 3", got.ResourceVersion, got.Status.AgentID, held)
+	}
+	if s := r.heldStatus("uid-a"); s != nil {
+		t.Fatalf("heldStatus after being overtaken = %v, want none", s)
 	}
 }
