@@ -246,7 +246,7 @@ func (r *AgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 		switch {
 		case !started && agent.Status.PodName != "" && statusHold > 0:
 			// A new agent's registration and pod: held; see statusHold.
-			r.hold(agent, cached.ResourceVersion, now.Add(statusHold))
+			r.hold(agent, agent.ResourceVersion, now.Add(statusHold))
 			return ctrl.Result{RequeueAfter: minPositive(result.RequeueAfter, statusHold)}, nil
 		case now.Before(held) && equality.Semantic.DeepEqual(r.heldStatus(agent.UID), &agent.Status):
 			// Nothing new since the hold began: it goes on.

@@ -16,11 +16,7 @@ import (
 func TestFresherUsesTheWrittenAgentUntilTheCacheMovesOn(t *testing.T) {
 	t0 := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
 	r := &AgentReconciler{Now: func() time.Time { return t0 }}
-	version := func(rv string, agentID int32) *agentryv1.Agent {
-		a := &agentryv1.Agent{ObjectMeta: metav1.ObjectMeta{Name: "linux-a", Namespace: "ci", UID: "uid-a", ResourceVersion: rv}}
-		a.Status.AgentID = agentID
-		return a
-	}
+	version := agentVersion
 
 	if got := freshest(r, version("1", 0)); got.ResourceVersion != "1" {
 		t.Fatalf("with nothing written, fresher gave version %s, want the cache's 1", got.ResourceVersion)
@@ -94,11 +90,7 @@ func freshest(r *AgentReconciler, cached *agentryv1.Agent) *agentryv1.Agent {
 func TestHeldStatusIsSeenUntilWrittenOrOvertaken(t *testing.T) {
 	t0 := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
 	r := &AgentReconciler{Now: func() time.Time { return t0 }}
-	version := func(rv string, agentID int32) *agentryv1.Agent {
-		a := &agentryv1.Agent{ObjectMeta: metav1.ObjectMeta{Name: "linux-a", Namespace: "ci", UID: "uid-a", ResourceVersion: rv}}
-		a.Status.AgentID = agentID
-		return a
-	}
+	version := agentVersion
 	until := t0.Add(statusHold)
 	r.hold(version("1", 7), "1", until)
 	got, held := r.fresher(version("1", 0))
@@ -127,4 +119,12 @@ func TestHeldStatusIsSeenUntilWrittenOrOvertaken(t *testing.T) {
 	if s := r.heldStatus("uid-a"); s != nil {
 		t.Fatalf("heldStatus after being overtaken = %v, want none", s)
 	}
+}
+
+// agentVersion is Agent linux-a at resourceVersion rv, registered as
+// agentID (0: not yet).
+func agentVersion(rv string, agentID int32) *agentryv1.Agent {
+	a := &agentryv1.Agent{ObjectMeta: metav1.ObjectMeta{Name: "linux-a", Namespace: "ci", UID: "uid-a", ResourceVersion: rv}}
+	a.Status.AgentID = agentID
+	return a
 }
