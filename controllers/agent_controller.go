@@ -244,7 +244,7 @@ func (r *AgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	if err == nil && !agent.Status.Phase.Finished() && !equality.Semantic.DeepEqual(before.Status, agent.Status) {
 		now := r.now()
 		switch {
-		case !started && agent.Status.PodName != "" && statusHold > 0:
+		case !started && agent.Status.PodName != "":
 			// A new agent's registration and pod: held; see statusHold.
 			r.hold(agent, agent.ResourceVersion, now.Add(statusHold))
 			return ctrl.Result{RequeueAfter: minPositive(result.RequeueAfter, statusHold)}, nil

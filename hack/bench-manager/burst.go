@@ -6,7 +6,6 @@ import (
 	"os"
 	"runtime/pprof"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -35,9 +34,9 @@ type burstEnv struct {
 // log; the benchmark's watch also gives the moments it saw each pod created
 // and each Agent gone, for comparison.
 type burstResult struct {
-	wall                                    time.Duration
-	succeeded, started, peak                int
-	toPod, toPodSeen, toRemoved, toRemoved2 []time.Duration
+	wall                                       time.Duration
+	succeeded, started, peak                   int
+	toPod, toPodSeen, toRemoved, toRemovedSeen []time.Duration
 }
 
 // runBurst queues cfg.jobs jobs at once (n counts the bursts from 1), waits
@@ -152,7 +151,7 @@ func runBurst(ctx context.Context, e burstEnv, n int) (burstResult, error) {
 			res.toRemoved = append(res.toRemoved, max(at.Sub(*j.FinishTime), 0))
 		}
 		if at, ok := e.agents.deleted[j.AgentName]; ok && j.FinishTime != nil {
-			res.toRemoved2 = append(res.toRemoved2, max(at.Sub(*j.FinishTime), 0))
+			res.toRemovedSeen = append(res.toRemovedSeen, max(at.Sub(*j.FinishTime), 0))
 		}
 		a, aok := created["agents"][j.AgentName]
 		ended, eok := e.pods.ended[j.AgentName]
@@ -251,6 +250,3 @@ func eachBurst(results []burstResult, pick func(burstResult) []time.Duration, p 
 	}
 	return strings.Join(each, ", ")
 }
-
-// itoa is strconv.Itoa, for the table's rows.
-func itoa(n int) string { return strconv.Itoa(n) }

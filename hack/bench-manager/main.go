@@ -43,7 +43,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -55,6 +54,7 @@ import (
 	"github.com/agentry-dev/agentry/controllers"
 	"github.com/agentry-dev/agentry/hack/benchrows"
 	"github.com/agentry-dev/agentry/internal/jobapi"
+	"github.com/agentry-dev/agentry/test/cluster"
 	"github.com/agentry-dev/agentry/test/stack"
 )
 
@@ -212,10 +212,7 @@ func run(ctx context.Context, cfg config) error {
 	// The benchmark's own pod watch speaks protobuf, as the scheduler, the
 	// controller manager, the node and agentry-manager do: in JSON it would
 	// have the API server encode every pod change once more, for it alone.
-	pbConfig := rest.CopyConfig(s.Cluster.Config)
-	pbConfig.ContentType = runtime.ContentTypeProtobuf
-	pbConfig.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
-	podClient, err := kubernetes.NewForConfig(pbConfig)
+	podClient, err := kubernetes.NewForConfig(cluster.ProtobufConfig(s.Cluster.Config))
 	if err != nil {
 		return err
 	}
@@ -255,7 +252,7 @@ func run(ctx context.Context, cfg config) error {
 	toPod := func(r burstResult) []time.Duration { return r.toPod }
 	toPodSeen := func(r burstResult) []time.Duration { return r.toPodSeen }
 	toRemoved := func(r burstResult) []time.Duration { return r.toRemoved }
-	toRemovedSeen := func(r burstResult) []time.Duration { return r.toRemoved2 }
+	toRemovedSeen := func(r burstResult) []time.Duration { return r.toRemovedSeen }
 	// The table's figures are the median burst's: each burst's p50 (or
 	// p99), and of those the middle one; every burst's is listed below it.
 	median := func(pick func(burstResult) []time.Duration, p int) string {
@@ -318,8 +315,8 @@ func run(ctx context.Context, cfg config) error {
 		{"  each burst's p50", eachBurst(results, toRemoved, 50)},
 		{"  each burst's p99", eachBurst(results, toRemoved, 99)},
 		{"job finished → removal seen by the benchmark's watch p50 / p99" + each, median(toRemovedSeen, 50) + " / " + median(toRemovedSeen, 99)},
-		{"agents started − jobs (all bursts)", itoa(started - jobsRun)},
-		{"peak live Agents", itoa(peak)},
+		{"agents started − jobs (all bursts)", strconv.Itoa(started - jobsRun)},
+		{"peak live Agents", strconv.Itoa(peak)},
 		{"manager RSS after the bursts", managerRSS},
 	}
 	// The rows file splits the percentiles so each figure is one value.
@@ -339,9 +336,9 @@ func run(ctx context.Context, cfg config) error {
 		medianRow("job finished → agent removed p99"+each, toRemoved, 99, 3*time.Second),
 		row("job finished → agent removed p99, each burst", eachBurst(results, toRemoved, 99)),
 		row("job finished → removal seen by the benchmark's watch p50 / p99"+each, median(toRemovedSeen, 50)+" / "+median(toRemovedSeen, 99)),
-		{Component: "agentry-manager", Metric: "agents started − jobs (all bursts)", Measured: itoa(started - jobsRun),
+		{Component: "agentry-manager", Metric: "agents started − jobs (all bursts)", Measured: strconv.Itoa(started - jobsRun),
 			Target: "0", Verdict: benchrows.Judge(started == jobsRun)},
-		row("peak live Agents", itoa(peak)),
+		row("peak live Agents", strconv.Itoa(peak)),
 		row("manager RSS after the bursts", managerRSS),
 	}
 
@@ -525,12 +522,6 @@ func percentile(d []time.Duration, p int) time.Duration {
 	slices.Sort(s)
 	i := int(math.Ceil(float64(p)/100*float64(len(s)))) - 1
 	return s[max(i, 0)]
-}
-
-// latencyRow is a percentile row with issue 5's target.
-func latencyRow(metric string, d []time.Duration, p int, target time.Duration) benchrows.Row {
-	return benchrows.Row{Component: "agentry-manager", Metric: metric, Measured: pct(d, p),
-		Target: "< " + target.String(), Verdict: benchrows.Judge(len(d) > 0 && percentile(d, p) < target)}
 }
 
 // mebibytes reads a figure such as "83.7 MiB" or "85712 kB" back as MiB.

@@ -272,10 +272,7 @@ func (c *Cluster) startNode(ctx context.Context, opts Options) error {
 	// kubelet does (its --kube-api-content-type default): the API server's
 	// work for a node's watches and status writes is then what a real
 	// node's would be.
-	nodeConfig := rest.CopyConfig(c.Config)
-	nodeConfig.ContentType = runtime.ContentTypeProtobuf
-	nodeConfig.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
-	cs, err := kubernetes.NewForConfig(nodeConfig)
+	cs, err := kubernetes.NewForConfig(ProtobufConfig(c.Config))
 	if err != nil {
 		return err
 	}
@@ -548,5 +545,15 @@ func StartForTest(t testing.TB, opts Options) *Cluster {
 			t.Errorf("stopping the cluster: %v", err)
 		}
 	})
+	return c
+}
+
+// ProtobufConfig is a copy of config whose clients send and accept protobuf
+// (JSON for the resources that have none), as kubelets, kube-scheduler and
+// kube-controller-manager do.
+func ProtobufConfig(config *rest.Config) *rest.Config {
+	c := rest.CopyConfig(config)
+	c.ContentType = runtime.ContentTypeProtobuf
+	c.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
 	return c
 }
