@@ -83,6 +83,9 @@ type AgentReconciler struct {
 	NewAgents *newAgents
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
+	// IdleProtection is how long an agent's pod stays protected from
+	// eviction without a job once it runs; 0 is DefaultIdleProtection.
+	IdleProtection time.Duration
 
 	// removed holds the UIDs of Agents this reconciler removed, until
 	// removedMemory has passed: the cache may still show them for a moment,
@@ -117,6 +120,12 @@ type writtenAgent struct {
 // then the registration is in the Agent's Secret, which a restarted manager
 // reads, and in this reconciler's memory (fresher).
 const statusHold = time.Second
+
+// DefaultIdleProtection is how long an agent pod that runs without a job
+// stays protected from eviction: long enough for a new agent to take the
+// job it was started for (seconds, even in a burst), short enough that a
+// warm agent does not hold up a node drain for long.
+const DefaultIdleProtection = 30 * time.Second
 
 // removedMemory is how long a removed Agent's UID is remembered.
 const removedMemory = time.Minute
@@ -450,8 +459,8 @@ func (r *AgentReconciler) observePod(ctx context.Context, agent, before *agentry
 			setFinished(agent, agentryv1.AgentSucceeded)
 			return r.finish(ctx, agent, before)
 		}
-		// A busy agent: its status names the job, and its pod is marked busy
-		// (so the pool's PodDisruptionBudget covers it). The two writes do
+		// A busy agent: its status names the job, and its pod is protected
+		// (born so; an agent that had run idle lost it). The two writes do
 		// not wait for each other.
 		agent.Status.JobRequestID = job.RequestID
 		result, err := r.followPod(ctx, agent, before, pod)
@@ -460,11 +469,45 @@ func (r *AgentReconciler) observePod(ctx context.Context, agent, before *agentry
 		}
 		owner := agent.DeepCopy() // the status write below rewrites agent
 		marked := make(chan error, 1)
-		go func() { marked <- markPodBusy(ctx, r.Client, owner, pod) }()
+		go func() { marked <- protectPod(ctx, r.Client, owner, pod, true) }()
 		err = r.patchStatus(ctx, agent, before)
 		return result, errors.Join(<-marked, err)
 	}
-	return r.followPod(ctx, agent, before, pod)
+	result, err := r.followPod(ctx, agent, before, pod)
+	if err != nil || agent.Status.Phase.Finished() {
+		return result, err
+	}
+	wait, err := r.unprotectIdle(ctx, agent, pod)
+	return ctrl.Result{RequeueAfter: minPositive(result.RequeueAfter, wait)}, err
+}
+
+// unprotectIdle lifts the protection of the pod of an agent that has run
+// without a job for the idle protection period: a warm agent, or one whose
+// job another agent took, should not hold up a node drain. It returns how
+// long the protection has left otherwise (0: none, or nothing to lift).
+func (r *AgentReconciler) unprotectIdle(ctx context.Context, agent *agentryv1.Agent, pod *corev1.Pod) (time.Duration, error) {
+	// Only the servers' word that the agent holds no job counts: without
+	// it (no job tracking, or no registration id yet) the pod stays
+	// protected.
+	if r.Jobs == nil || pod.Labels[agentryv1.ProtectedLabel] != "true" || pod.Status.Phase != corev1.PodRunning ||
+		agent.Status.AgentID == 0 || agent.Status.JobRequestID != 0 || agent.Status.StartTime == nil {
+		return 0, nil
+	}
+	period := r.IdleProtection
+	if period <= 0 {
+		period = DefaultIdleProtection
+	}
+	// Against a polled queue, a job the agent took is seen up to a poll
+	// interval late; the period outlasts two.
+	var pool agentryv1.AgentPool
+	if err := r.Get(ctx, poolKey(agent), &pool); err == nil {
+		period = max(period, 2*durationOr(pool.Spec.PollInterval, agentryv1.DefaultPollInterval))
+	}
+	if left := agent.Status.StartTime.Add(period).Sub(r.now()); left > 0 {
+		return left, nil
+	}
+	ctrl.LoggerFrom(ctx).Info("Lifting the idle agent's eviction protection", "idleFor", r.now().Sub(agent.Status.StartTime.Time).Round(time.Second))
+	return 0, protectPod(ctx, r.Client, agent, pod, false)
 }
 
 // followPod records the pod's phase: it finishes the agent once the pod
@@ -547,25 +590,38 @@ func poolKey(agent *agentryv1.Agent) types.NamespacedName {
 	return types.NamespacedName{Namespace: agent.Namespace, Name: agent.Spec.PoolName}
 }
 
-// markPodBusy labels a busy agent's pod so the pool's PodDisruptionBudget
-// covers it, and tells the cluster autoscaler not to evict it.
-func markPodBusy(ctx context.Context, c client.Client, agent *agentryv1.Agent, pod *corev1.Pod) error {
-	if pod.Labels[agentryv1.BusyLabel] == "true" || !pod.DeletionTimestamp.IsZero() || !metav1.IsControlledBy(pod, agent) {
+// protectPod puts an agent's pod under the pool's PodDisruptionBudget
+// (protect) or takes it out: the protected label, and the cluster
+// autoscaler's safe-to-evict annotation at "false", which an unprotected
+// pod loses. A pod that is being deleted, or is not the agent's, is left.
+func protectPod(ctx context.Context, c client.Client, agent *agentryv1.Agent, pod *corev1.Pod, protect bool) error {
+	if (pod.Labels[agentryv1.ProtectedLabel] == "true") == protect || !pod.DeletionTimestamp.IsZero() || !metav1.IsControlledBy(pod, agent) {
 		return nil
 	}
 	patch := client.MergeFrom(pod.DeepCopy())
-	if pod.Labels == nil {
-		pod.Labels = map[string]string{}
+	if protect {
+		setProtected(&pod.ObjectMeta)
+	} else {
+		delete(pod.Labels, agentryv1.ProtectedLabel)
+		delete(pod.Annotations, agentryv1.SafeToEvictAnnotation)
 	}
-	if pod.Annotations == nil {
-		pod.Annotations = map[string]string{}
-	}
-	pod.Labels[agentryv1.BusyLabel] = "true"
-	pod.Annotations[agentryv1.SafeToEvictAnnotation] = "false"
 	if err := c.Patch(ctx, pod, patch); client.IgnoreNotFound(err) != nil {
-		return fmt.Errorf("marking pod %s busy: %w", pod.Name, err)
+		return fmt.Errorf("changing the eviction protection of pod %s: %w", pod.Name, err)
 	}
 	return nil
+}
+
+// setProtected puts the protected label and the safe-to-evict annotation
+// on a pod.
+func setProtected(m *metav1.ObjectMeta) {
+	if m.Labels == nil {
+		m.Labels = map[string]string{}
+	}
+	if m.Annotations == nil {
+		m.Annotations = map[string]string{}
+	}
+	m.Labels[agentryv1.ProtectedLabel] = "true"
+	m.Annotations[agentryv1.SafeToEvictAnnotation] = "false"
 }
 
 // failed reports an agent's failure where on-call looks: an Event on the
@@ -1208,8 +1264,11 @@ func (r *AgentReconciler) heldStatus(uid types.UID) *agentryv1.AgentStatus {
 
 // minPositive is the shorter of two waits, a zero one meaning none.
 func minPositive(a, b time.Duration) time.Duration {
-	if a <= 0 {
+	switch {
+	case a <= 0:
 		return b
+	case b <= 0:
+		return a
 	}
 	return min(a, b)
 }

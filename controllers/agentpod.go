@@ -52,6 +52,9 @@ func agentPod(t *corev1.PodTemplateSpec, agent *agentryv1.Agent) (*corev1.Pod, e
 	for k, v := range agentLabels(agent) {
 		pod.Labels[k] = v
 	}
+	// Protected from eviction from the start: it was started for a job,
+	// which it may take at any moment (see agentryv1.ProtectedLabel).
+	setProtected(&pod.ObjectMeta)
 	spec := &pod.Spec
 	// The agent takes one job and leaves; a restarted container would find
 	// its registration gone.

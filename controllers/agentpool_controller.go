@@ -725,22 +725,36 @@ func (r *AgentPoolReconciler) listOwnedAgents(ctx context.Context, reader client
 }
 
 // ensureDisruptionBudget makes the pool's PodDisruptionBudget: it selects
-// the pool's busy agent pods and allows none of them to be evicted, so a
-// node drain waits for running jobs instead of killing them.
+// the pool's protected agent pods (see agentryv1.ProtectedLabel) and allows
+// none of them to be evicted, so a node drain waits for their jobs instead
+// of killing them. A budget with another selector (one an earlier version
+// made, or one edited by hand) gets the pool's back.
 func (r *AgentPoolReconciler) ensureDisruptionBudget(ctx context.Context, pool *agentryv1.AgentPool) error {
+	selector := &metav1.LabelSelector{MatchLabels: map[string]string{
+		agentryv1.PoolLabel:      pool.Name,
+		agentryv1.ProtectedLabel: "true",
+	}}
 	var pdb policyv1.PodDisruptionBudget
 	err := r.Get(ctx, client.ObjectKey{Namespace: pool.Namespace, Name: pool.Name}, &pdb)
-	if err == nil || !apierrors.IsNotFound(err) {
-		return client.IgnoreNotFound(err)
+	switch {
+	case err == nil:
+		if !metav1.IsControlledBy(&pdb, pool) || equality.Semantic.DeepEqual(pdb.Spec.Selector, selector) {
+			return nil
+		}
+		patch := client.MergeFrom(pdb.DeepCopy())
+		pdb.Spec.Selector = selector
+		if err := r.Patch(ctx, &pdb, patch); err != nil {
+			return fmt.Errorf("updating PodDisruptionBudget: %w", err)
+		}
+		return nil
+	case !apierrors.IsNotFound(err):
+		return err
 	}
 	pdb = policyv1.PodDisruptionBudget{
 		ObjectMeta: metav1.ObjectMeta{Name: pool.Name, Namespace: pool.Namespace, Labels: map[string]string{agentryv1.PoolLabel: pool.Name}},
 		Spec: policyv1.PodDisruptionBudgetSpec{
 			MaxUnavailable: ptr.To(intstr.FromInt32(0)),
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{
-				agentryv1.PoolLabel: pool.Name,
-				agentryv1.BusyLabel: "true",
-			}},
+			Selector:       selector,
 		},
 	}
 	if err := controllerutil.SetControllerReference(pool, &pdb, r.Scheme()); err != nil {

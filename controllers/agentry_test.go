@@ -440,8 +440,8 @@ func TestAgentTakesAJobWithItsSecretAndCountsAsBusy(t *testing.T) {
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(&pod), &pod); err != nil {
 		t.Fatal(err)
 	}
-	if pod.Labels[agentryv1.BusyLabel] != "true" || pod.Annotations[agentryv1.SafeToEvictAnnotation] != "false" {
-		t.Errorf("the busy agent's pod has labels %v and annotations %v, want it marked busy", pod.Labels, pod.Annotations)
+	if pod.Labels[agentryv1.ProtectedLabel] != "true" || pod.Annotations[agentryv1.SafeToEvictAnnotation] != "false" {
+		t.Errorf("the busy agent's pod has labels %v and annotations %v, want it protected from eviction", pod.Labels, pod.Annotations)
 	}
 
 	// Once the server has the job's result, the agent is deregistered and

@@ -128,3 +128,17 @@ func agentVersion(rv string, agentID int32) *agentryv1.Agent {
 	a.Status.AgentID = agentID
 	return a
 }
+
+func TestMinPositiveIgnoresAZeroWait(t *testing.T) {
+	for _, tt := range []struct{ a, b, want time.Duration }{
+		{0, 0, 0},
+		{0, time.Second, time.Second},
+		{time.Second, 0, time.Second}, // a pending pod's timeout with nothing else to wait for
+		{time.Second, 2 * time.Second, time.Second},
+		{3 * time.Second, 2 * time.Second, 2 * time.Second},
+	} {
+		if got := minPositive(tt.a, tt.b); got != tt.want {
+			t.Errorf("minPositive(%v, %v) = %v, want %v", tt.a, tt.b, got, tt.want)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -241,31 +242,40 @@ func TestPodDeletedMidJobEndsTheJob(t *testing.T) {
 	})
 }
 
-// A busy agent's pod is covered by the pool's PodDisruptionBudget: the
-// eviction API refuses to evict it (429), while an idle agent's pod may go.
-func TestBusyAgentPodIsProtectedFromEviction(t *testing.T) {
+// Agent pods are covered by the pool's PodDisruptionBudget from their
+// creation: the eviction API refuses to evict them (429). A pod whose agent
+// runs idle past the idle protection period (4 s here: twice the pool's
+// poll interval) leaves the budget and may be evicted; when that agent takes
+// a job its pod is protected again. A budget whose selector was changed
+// gets the pool's back.
+func TestAgentPodsAreProtectedFromEvictionUnlessIdle(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t)
 	srv := startServer(t)
 	newPool(t, ns, srv, func(p *agentryv1.AgentPool) { p.Spec.MinIdle, p.Spec.MaxAgents = 2, ptr.To[int32](2) })
 	agents := waitForStartedAgents(t, ns, 2)
 	busy, idle := &agents[0], &agents[1]
-	setPodStatus(t, busy, running)
-	setPodStatus(t, idle, running)
-	srv.queueJobs(t, 1)
-	proc := connectAgent(t, busy)
-	job := proc.NextJob(t, 10*time.Second)
 
-	var pod corev1.Pod
-	waitFor(t, 10*time.Second, "the busy agent's pod to be marked busy", func() error {
-		if err := k8s.Get(ctx, client.ObjectKeyFromObject(busy), &pod); err != nil {
-			return err
+	protected := func(a *agentryv1.Agent) (bool, error) {
+		var pod corev1.Pod
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(a), &pod); err != nil {
+			return false, err
 		}
-		if pod.Labels[agentryv1.BusyLabel] != "true" || pod.Annotations[agentryv1.SafeToEvictAnnotation] != "false" {
-			return fmt.Errorf("labels %v annotations %v", pod.Labels, pod.Annotations)
+		label, annotation := pod.Labels[agentryv1.ProtectedLabel], pod.Annotations[agentryv1.SafeToEvictAnnotation]
+		switch {
+		case label == "true" && annotation == "false":
+			return true, nil
+		case label == "" && annotation == "":
+			return false, nil
 		}
-		return nil
-	})
+		return false, fmt.Errorf("pod %s has label %q and annotation %q", a.Name, label, annotation)
+	}
+	for _, a := range agents {
+		if p, err := protected(&a); err != nil || !p {
+			t.Fatalf("a new agent's pod: protected %v, %v; want it protected from its creation", p, err)
+		}
+	}
+
 	var pdb policyv1.PodDisruptionBudget
 	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "linux"}, &pdb); err != nil {
 		t.Fatalf("the pool's PodDisruptionBudget: %v", err)
@@ -273,28 +283,87 @@ func TestBusyAgentPodIsProtectedFromEviction(t *testing.T) {
 	if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 0 {
 		t.Errorf("maxUnavailable = %v, want 0", pdb.Spec.MaxUnavailable)
 	}
+	wantSelector := map[string]string{agentryv1.PoolLabel: "linux", agentryv1.ProtectedLabel: "true"}
+	if pdb.Spec.Selector == nil || !equality.Semantic.DeepEqual(pdb.Spec.Selector.MatchLabels, wantSelector) {
+		t.Errorf("selector %v, want %v", pdb.Spec.Selector, wantSelector)
+	}
+	// A selector edited by hand (or by an earlier version, which selected
+	// agentry.dev/busy) is set back.
+	patch := client.MergeFrom(pdb.DeepCopy())
+	pdb.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{agentryv1.PoolLabel: "linux", "agentry.dev/busy": "true"}}
+	if err := k8s.Patch(ctx, &pdb, patch); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the budget's selector to be set back", func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(&pdb), &pdb); err != nil {
+			return err
+		}
+		if pdb.Spec.Selector == nil || !equality.Semantic.DeepEqual(pdb.Spec.Selector.MatchLabels, wantSelector) {
+			return fmt.Errorf("selector %v", pdb.Spec.Selector)
+		}
+		return nil
+	})
 	// Play kube-controller-manager's disruption controller, which envtest
-	// lacks: the budget covers the one busy pod and allows no disruption.
-	// (Without a status the API server refuses every covered eviction too,
-	// but asks the client to retry in 10s.)
+	// lacks: the budget allows no disruption. (Without a status the API
+	// server refuses every covered eviction too, but asks the client to
+	// retry in 10s.)
 	pdb.Status = policyv1.PodDisruptionBudgetStatus{
-		ObservedGeneration: pdb.Generation, DisruptionsAllowed: 0, CurrentHealthy: 1, DesiredHealthy: 1, ExpectedPods: 1,
+		ObservedGeneration: pdb.Generation, DisruptionsAllowed: 0, CurrentHealthy: 2, DesiredHealthy: 2, ExpectedPods: 2,
 	}
 	if err := k8s.Status().Update(ctx, &pdb); err != nil {
 		t.Fatalf("setting the budget's status: %v", err)
 	}
+	// Evictions are dry runs: the API server checks the budget as for a
+	// real one, and the pods stay for the rest of the test.
+	evict := func(a *agentryv1.Agent) error {
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: a.Name}}
+		dry := []string{metav1.DryRunAll}
+		return k8s.SubResource("eviction").Create(ctx, p, &policyv1.Eviction{
+			ObjectMeta:    metav1.ObjectMeta{Namespace: ns, Name: a.Name},
+			DeleteOptions: &metav1.DeleteOptions{DryRun: dry},
+		}, &client.SubResourceCreateOptions{CreateOptions: client.CreateOptions{DryRun: dry}})
+	}
+	refused := func(what string, a *agentryv1.Agent) {
+		t.Helper()
+		if err := evict(a); !apierrors.IsTooManyRequests(err) || !strings.Contains(err.Error(), "disruption budget") {
+			t.Errorf("evicting %s's pod: %v, want 429 Too Many Requests for its disruption budget", what, err)
+		}
+	}
 
-	evict := func(name string) error {
-		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
-		return k8s.SubResource("eviction").Create(ctx, p, &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}})
-	}
-	if err := evict(busy.Name); !apierrors.IsTooManyRequests(err) || !strings.Contains(err.Error(), "disruption budget") {
-		t.Errorf("evicting the busy agent's pod: %v, want 429 Too Many Requests for its disruption budget", err)
-	}
-	if err := evict(idle.Name); err != nil {
+	setPodStatus(t, busy, running)
+	setPodStatus(t, idle, running)
+	srv.queueJobs(t, 1)
+	first := connectAgent(t, busy)
+	job := first.NextJob(t, 10*time.Second)
+	refused("the busy agent", busy)
+	refused("the idle agent, before its protection ran out,", idle)
+
+	waitFor(t, 15*time.Second, "the idle agent's pod to lose its protection", func() error {
+		if p, err := protected(idle); err != nil || p {
+			return fmt.Errorf("protected %v, %v", p, err)
+		}
+		return nil
+	})
+	if err := evict(idle); err != nil {
 		t.Errorf("evicting the idle agent's pod: %v, want it allowed", err)
 	}
-	proc.Complete(t, job, pipelines.ResultSucceeded, "done\n")
+	if p, err := protected(busy); err != nil || !p {
+		t.Errorf("the busy agent's pod: protected %v, %v; want it protected while the job runs", p, err)
+	}
+	refused("the busy agent", busy)
+
+	srv.queueJobs(t, 1)
+	second := connectAgent(t, idle)
+	job2 := second.NextJob(t, 10*time.Second)
+	waitFor(t, 10*time.Second, "the once idle agent's pod to be protected again", func() error {
+		if p, err := protected(idle); err != nil || !p {
+			return fmt.Errorf("protected %v, %v", p, err)
+		}
+		return nil
+	})
+	refused("the once idle agent, now busy,", idle)
+	first.Complete(t, job, pipelines.ResultSucceeded, "done\n")
+	second.Complete(t, job2, pipelines.ResultSucceeded, "done\n")
 }
 
 // Registrations that carry the pool's marker and name prefix but have no

@@ -22,7 +22,7 @@ const EventReporter = "agentry-manager"
 // +kubebuilder:rbac:groups=agentry.dev,resources=agentpools/status;agents/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=agentry.dev,resources=agentpools/finalizers;agents/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;patch;delete
-// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;create;update;patch;delete
 // +kubebuilder:rbac:groups="";events.k8s.io,resources=events,verbs=create;patch
 
@@ -75,6 +75,9 @@ type Options struct {
 	// KeyPoolSize is how many agent keys are made ahead of a burst; 0 means
 	// DefaultKeyPoolSize, a negative value makes every key on demand.
 	KeyPoolSize int
+	// IdleProtection is how long an agent pod that runs without a job stays
+	// protected from eviction; 0 means DefaultIdleProtection.
+	IdleProtection time.Duration
 }
 
 // Setup registers the AgentPool and Agent reconcilers with mgr.
@@ -126,5 +129,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		Keys:        keys,
 		Jobs:        jobs,
 		NewAgents:   born,
+
+		IdleProtection: opts.IdleProtection,
 	}).SetupWithManager(mgr)
 }

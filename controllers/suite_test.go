@@ -89,7 +89,7 @@ func run(m *testing.M) int {
 	opts.HealthProbeBindAddress = "0"
 	mgr, err := ctrl.NewManager(mgrCfg, opts)
 	if err == nil {
-		err = controllers.Setup(mgr, controllers.Options{OrphanCheckInterval: 300 * time.Millisecond})
+		err = controllers.Setup(mgr, controllers.Options{OrphanCheckInterval: 300 * time.Millisecond, IdleProtection: time.Second})
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "FAIL: setting up the manager:", err)

@@ -7,11 +7,13 @@ const (
 	// AgentLabel names the Agent a Secret or pod belongs to.
 	AgentLabel = "agentry.dev/agent"
 
-	// BusyLabel is "true" on an agent pod while its agent runs a job; the
-	// pool's PodDisruptionBudget selects it so the pod cannot be evicted.
-	BusyLabel = "agentry.dev/busy"
+	// ProtectedLabel is "true" on an agent pod that the pool's
+	// PodDisruptionBudget keeps from eviction: from its creation, for the
+	// job it was started for, and again whenever its agent holds a job. An
+	// agent that has run idle for the idle protection period loses it.
+	ProtectedLabel = "agentry.dev/protected"
 	// SafeToEvictAnnotation tells the cluster autoscaler whether it may
-	// evict a pod; agentry sets it to "false" on busy agents' pods.
+	// evict a pod; agentry sets it to "false" on protected agent pods.
 	SafeToEvictAnnotation = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 	// PoolCapability is the user capability every agent is registered with,
 	// valued <namespace>/<AgentPool name>: it marks the registrations the

@@ -29,6 +29,8 @@ type config struct {
 	keyPoolSize int
 	kubeQPS     float64
 	kubeBurst   int
+	// idleProtection: see controllers.Options.IdleProtection.
+	idleProtection time.Duration
 }
 
 func main() {
@@ -43,6 +45,8 @@ func main() {
 	flag.Float64Var(&cfg.kubeQPS, "kube-api-qps", 100, "Queries per second the manager may send to the Kubernetes API server.")
 	flag.IntVar(&cfg.kubeBurst, "kube-api-burst", 200, "Burst of queries the manager may send to the Kubernetes API server above --kube-api-qps.")
 	flag.IntVar(&cfg.keyPoolSize, "key-pool-size", controllers.DefaultKeyPoolSize, "RSA agent keys made ahead of a burst of registrations; 0 or less makes each key on demand.")
+	flag.DurationVar(&cfg.idleProtection, "idle-eviction-protection", controllers.DefaultIdleProtection,
+		"How long an agent pod that runs without a job stays protected from eviction (by the pool's PodDisruptionBudget) before a node drain may take it; at least twice the pool's pollInterval.")
 	// Log times to the nanosecond (controller-runtime's default is whole
 	// seconds): a burst's events are milliseconds apart.
 	zapOpts := zap.Options{TimeEncoder: zapcore.RFC3339NanoTimeEncoder}
@@ -51,6 +55,10 @@ func main() {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	if cfg.kubeQPS <= 0 || cfg.kubeBurst <= 0 {
 		fmt.Fprintf(os.Stderr, "agentry-manager: --kube-api-qps (%g) and --kube-api-burst (%d) must be positive\n", cfg.kubeQPS, cfg.kubeBurst)
+		os.Exit(2)
+	}
+	if cfg.idleProtection <= 0 {
+		fmt.Fprintf(os.Stderr, "agentry-manager: --idle-eviction-protection (%s) must be positive\n", cfg.idleProtection)
 		os.Exit(2)
 	}
 
@@ -88,7 +96,7 @@ func run(ctx context.Context, restConfig *rest.Config, cfg config) error {
 	if err != nil {
 		return fmt.Errorf("creating manager: %w", err)
 	}
-	if err := controllers.Setup(mgr, controllers.Options{KeyPoolSize: keyPoolOption(cfg.keyPoolSize)}); err != nil {
+	if err := controllers.Setup(mgr, controllers.Options{KeyPoolSize: keyPoolOption(cfg.keyPoolSize), IdleProtection: cfg.idleProtection}); err != nil {
 		return fmt.Errorf("setting up reconcilers: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
