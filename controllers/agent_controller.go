@@ -477,6 +477,12 @@ func (r *AgentReconciler) observePod(ctx context.Context, agent, before *agentry
 	if err != nil || agent.Status.Phase.Finished() {
 		return result, err
 	}
+	if agent.Status.JobRequestID != 0 {
+		// Its status names a job the queue does not show (yet: a restarted
+		// manager reconciles its Agents before it has read the queues). A
+		// pod from before the protected label is given it here.
+		return result, protectPod(ctx, r.Client, agent, pod, true)
+	}
 	wait, err := r.unprotectIdle(ctx, agent, pod)
 	return ctrl.Result{RequeueAfter: minPositive(result.RequeueAfter, wait)}, err
 }
@@ -490,7 +496,7 @@ func (r *AgentReconciler) unprotectIdle(ctx context.Context, agent *agentryv1.Ag
 	// it (no job tracking, or no registration id yet) the pod stays
 	// protected.
 	if r.Jobs == nil || pod.Labels[agentryv1.ProtectedLabel] != "true" || pod.Status.Phase != corev1.PodRunning ||
-		agent.Status.AgentID == 0 || agent.Status.JobRequestID != 0 || agent.Status.StartTime == nil {
+		agent.Status.AgentID == 0 || agent.Status.StartTime == nil {
 		return 0, nil
 	}
 	period := r.IdleProtection
