@@ -117,7 +117,8 @@ func (p *provider) DeletePod(_ context.Context, pod *corev1.Pod) error {
 
 func (p *provider) finalise(r *podRun) {
 	r.markUnstarted()
-	if p.inAPI(r) {
+	inAPI := p.inAPI(r)
+	if inAPI {
 		// The last status, while there is a pod to write it to: the pod
 		// controller's notification handler waits for pods it does not know.
 		r.notify()
@@ -131,7 +132,9 @@ func (p *provider) finalise(r *podRun) {
 	}
 	closed := p.closed
 	p.mu.Unlock()
-	if closed {
+	if closed || !inAPI {
+		// A pod deleted at once (grace 0) is gone already; a kubelet asks
+		// the API server to remove only a pod it still sees.
 		return
 	}
 	pod := r.snapshotSpec()
