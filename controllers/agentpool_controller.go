@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -727,22 +728,20 @@ func (r *AgentPoolReconciler) listOwnedAgents(ctx context.Context, reader client
 // ensureDisruptionBudget makes the pool's PodDisruptionBudget: it selects
 // the pool's protected agent pods (see agentryv1.ProtectedLabel) and allows
 // none of them to be evicted, so a node drain waits for their jobs instead
-// of killing them. A budget with another selector (one an earlier version
-// made, or one edited by hand) gets the pool's back.
+// of killing them. A budget with another spec (one an earlier version made,
+// or one edited by hand) gets the pool's back.
 func (r *AgentPoolReconciler) ensureDisruptionBudget(ctx context.Context, pool *agentryv1.AgentPool) error {
-	selector := &metav1.LabelSelector{MatchLabels: map[string]string{
-		agentryv1.PoolLabel:      pool.Name,
-		agentryv1.ProtectedLabel: "true",
-	}}
+	want := disruptionBudgetSpec(pool)
 	var pdb policyv1.PodDisruptionBudget
 	err := r.Get(ctx, client.ObjectKey{Namespace: pool.Namespace, Name: pool.Name}, &pdb)
 	switch {
 	case err == nil:
-		if !metav1.IsControlledBy(&pdb, pool) || equality.Semantic.DeepEqual(pdb.Spec.Selector, selector) {
+		if !metav1.IsControlledBy(&pdb, pool) || (equality.Semantic.DeepEqual(pdb.Spec.Selector, want.Selector) &&
+			equality.Semantic.DeepEqual(pdb.Spec.MinAvailable, want.MinAvailable) && pdb.Spec.MaxUnavailable == nil) {
 			return nil
 		}
 		patch := client.MergeFrom(pdb.DeepCopy())
-		pdb.Spec.Selector = selector
+		pdb.Spec.Selector, pdb.Spec.MinAvailable, pdb.Spec.MaxUnavailable = want.Selector, want.MinAvailable, nil
 		if err := r.Patch(ctx, &pdb, patch); err != nil {
 			return fmt.Errorf("updating PodDisruptionBudget: %w", err)
 		}
@@ -752,10 +751,7 @@ func (r *AgentPoolReconciler) ensureDisruptionBudget(ctx context.Context, pool *
 	}
 	pdb = policyv1.PodDisruptionBudget{
 		ObjectMeta: metav1.ObjectMeta{Name: pool.Name, Namespace: pool.Namespace, Labels: map[string]string{agentryv1.PoolLabel: pool.Name}},
-		Spec: policyv1.PodDisruptionBudgetSpec{
-			MaxUnavailable: ptr.To(intstr.FromInt32(0)),
-			Selector:       selector,
-		},
+		Spec:       want,
 	}
 	if err := controllerutil.SetControllerReference(pool, &pdb, r.Scheme()); err != nil {
 		return err
@@ -764,6 +760,22 @@ func (r *AgentPoolReconciler) ensureDisruptionBudget(ctx context.Context, pool *
 		return fmt.Errorf("creating PodDisruptionBudget: %w", err)
 	}
 	return nil
+}
+
+// disruptionBudgetSpec is the spec of the pool's PodDisruptionBudget: every
+// protected pod of the pool must stay. Kubernetes' disruption controller
+// takes only an integer minAvailable for pods whose controller has no scale
+// subresource, as an Agent has none (with maxUnavailable it cannot count the
+// pods it expects, and leaves the budget failed); the largest integer
+// requires them all, however many there are.
+func disruptionBudgetSpec(pool *agentryv1.AgentPool) policyv1.PodDisruptionBudgetSpec {
+	return policyv1.PodDisruptionBudgetSpec{
+		MinAvailable: ptr.To(intstr.FromInt32(math.MaxInt32)),
+		Selector: &metav1.LabelSelector{MatchLabels: map[string]string{
+			agentryv1.PoolLabel:      pool.Name,
+			agentryv1.ProtectedLabel: "true",
+		}},
+	}
 }
 
 // startAgents creates one Agent per entry of queued (the queue time of the

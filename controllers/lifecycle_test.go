@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -280,35 +282,42 @@ func TestAgentPodsAreProtectedFromEvictionUnlessIdle(t *testing.T) {
 	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: "linux"}, &pdb); err != nil {
 		t.Fatalf("the pool's PodDisruptionBudget: %v", err)
 	}
-	if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 0 {
-		t.Errorf("maxUnavailable = %v, want 0", pdb.Spec.MaxUnavailable)
-	}
+	// Every selected pod must stay, however many: an integer minAvailable,
+	// the one form the disruption controller takes for pods whose
+	// controller (an Agent) has no scale subresource.
 	wantSelector := map[string]string{agentryv1.PoolLabel: "linux", agentryv1.ProtectedLabel: "true"}
-	if pdb.Spec.Selector == nil || !equality.Semantic.DeepEqual(pdb.Spec.Selector.MatchLabels, wantSelector) {
-		t.Errorf("selector %v, want %v", pdb.Spec.Selector, wantSelector)
+	wantBudget := func(pdb *policyv1.PodDisruptionBudget) error {
+		if pdb.Spec.MaxUnavailable != nil || pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.Type != intstr.Int ||
+			pdb.Spec.MinAvailable.IntVal != math.MaxInt32 || pdb.Spec.Selector == nil ||
+			!equality.Semantic.DeepEqual(pdb.Spec.Selector.MatchLabels, wantSelector) {
+			return fmt.Errorf("spec: minAvailable %v, maxUnavailable %v, selector %v; want minAvailable %d and selector %v",
+				pdb.Spec.MinAvailable, pdb.Spec.MaxUnavailable, pdb.Spec.Selector, math.MaxInt32, wantSelector)
+		}
+		return nil
 	}
-	// A selector edited by hand (or by an earlier version, which selected
-	// agentry.dev/busy) is set back.
+	if err := wantBudget(&pdb); err != nil {
+		t.Error(err)
+	}
+	// A budget edited by hand, or made by an earlier version (maxUnavailable
+	// 0 over agentry.dev/busy), is set back.
 	patch := client.MergeFrom(pdb.DeepCopy())
+	pdb.Spec.MinAvailable, pdb.Spec.MaxUnavailable = nil, ptr.To(intstr.FromInt32(0))
 	pdb.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{agentryv1.PoolLabel: "linux", "agentry.dev/busy": "true"}}
 	if err := k8s.Patch(ctx, &pdb, patch); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the budget's selector to be set back", func() error {
+	waitFor(t, 10*time.Second, "the budget to be set back", func() error {
 		if err := k8s.Get(ctx, client.ObjectKeyFromObject(&pdb), &pdb); err != nil {
 			return err
 		}
-		if pdb.Spec.Selector == nil || !equality.Semantic.DeepEqual(pdb.Spec.Selector.MatchLabels, wantSelector) {
-			return fmt.Errorf("selector %v", pdb.Spec.Selector)
-		}
-		return nil
+		return wantBudget(&pdb)
 	})
 	// Play kube-controller-manager's disruption controller, which envtest
-	// lacks: the budget allows no disruption. (Without a status the API
-	// server refuses every covered eviction too, but asks the client to
-	// retry in 10s.)
+	// lacks, as it counts this budget (the end-to-end suite runs the real
+	// one): no disruption allowed. (Without a status the API server refuses
+	// every covered eviction too, but asks the client to retry in 10s.)
 	pdb.Status = policyv1.PodDisruptionBudgetStatus{
-		ObservedGeneration: pdb.Generation, DisruptionsAllowed: 0, CurrentHealthy: 2, DesiredHealthy: 2, ExpectedPods: 2,
+		ObservedGeneration: pdb.Generation, DisruptionsAllowed: 0, CurrentHealthy: 2, DesiredHealthy: math.MaxInt32, ExpectedPods: 2,
 	}
 	if err := k8s.Status().Update(ctx, &pdb); err != nil {
 		t.Fatalf("setting the budget's status: %v", err)

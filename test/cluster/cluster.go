@@ -182,7 +182,7 @@ func Start(ctx context.Context, opts Options) (cl *Cluster, retErr error) {
 			"--kube-api-qps=1000", "--kube-api-burst=2000"}},
 		{controllerManager, []string{"--kubeconfig=" + c.Kubeconfig, "--leader-elect=false", "--secure-port=0",
 			"--kube-api-qps=1000", "--kube-api-burst=2000",
-			"--controllers=garbagecollector,namespace", "--use-service-account-credentials=false"}},
+			"--controllers=garbagecollector,namespace,disruption", "--use-service-account-credentials=false"}},
 	} {
 		if err := c.startChild(ch.name, ch.args); err != nil {
 			return c, err

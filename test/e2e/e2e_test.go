@@ -87,7 +87,8 @@ func TestEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
-	s, err := stack.Start(ctx, stack.Options{RepoRoot: repoRoot(t), WorkDir: t.TempDir(), Progress: os.Stdout})
+	s, err := stack.Start(ctx, stack.Options{RepoRoot: repoRoot(t), WorkDir: t.TempDir(), Progress: os.Stdout,
+		ManagerArgs: []string{"--idle-eviction-protection=" + idleEvictionProtection}})
 	t.Cleanup(s.Stop)
 	if err != nil {
 		t.Fatal(err)
@@ -107,6 +108,7 @@ func TestEndToEnd(t *testing.T) {
 		{"a burst of 30 jobs never exceeds maxAgents", burstNeverExceedsMaxAgents},
 		{"minIdle holds warm agents", minIdleHoldsWarmAgents},
 		{"a pod killed mid-job ends its job and leaves no orphan", podKilledMidJob},
+		{"kubectl drain evicts the idle agent and waits for the busy one", drainSparesTheBusyAgent},
 		{"the operator killed mid-burst leaves no duplicate and no orphan", operatorKilledMidBurst},
 		{"an invalid pool is rejected with a readable message", invalidPoolRejected},
 	}
