@@ -248,8 +248,8 @@ func TestPodDeletedMidJobEndsTheJob(t *testing.T) {
 // creation: the eviction API refuses to evict them (429). A pod whose agent
 // runs idle past the idle protection period (4 s here: twice the pool's
 // poll interval) leaves the budget and may be evicted; when that agent takes
-// a job its pod is protected again. A budget whose selector was changed
-// gets the pool's back.
+// a job its pod is protected again. A budget whose spec was changed gets
+// the pool's back.
 func TestAgentPodsAreProtectedFromEvictionUnlessIdle(t *testing.T) {
 	ctx := context.Background()
 	ns := newNamespace(t)
